@@ -1,0 +1,311 @@
+//! `wsgi.input`: the request body, streamed from the socket as the app reads
+//! it, never buffered whole unless the app asks for all of it.
+//!
+//! The connection's read buffer moves into the [`BodyReader`] for the
+//! request and back out afterwards, with whatever pipelined bytes followed
+//! the body.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyIOError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use super::io::{read_blocking, write_all};
+use super::registry::ConnSocket;
+use crate::proto::chunked::ChunkedDecoder;
+use crate::proto::request::BodyKind;
+
+const READ_CHUNK: usize = 64 * 1024;
+
+enum Framing {
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+}
+
+pub struct BodyReader {
+    sock: Arc<ConnSocket>,
+    /// Raw bytes from the socket; `pos` is where the unconsumed part starts.
+    buf: Vec<u8>,
+    pos: usize,
+    framing: Framing,
+    done: bool,
+    /// Decoded bytes of a chunked body not yet handed to the app.
+    decoded: Vec<u8>,
+    dpos: usize,
+    /// `Expect: 100-continue` not answered yet.
+    pub continue_pending: bool,
+    /// Set once the response head went out; a 100 Continue is then too late.
+    pub head_sent: bool,
+    timeout: Duration,
+    max_body: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("client disconnected before sending the whole body")]
+    Truncated,
+    #[error("malformed chunked body: {0}")]
+    Chunked(#[from] crate::proto::chunked::ChunkedError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl BodyReader {
+    pub fn new(
+        sock: Arc<ConnSocket>,
+        buf: Vec<u8>,
+        kind: BodyKind,
+        expect_continue: bool,
+        timeout: Duration,
+        max_body: u64,
+    ) -> Self {
+        let (framing, done) = match kind {
+            BodyKind::Empty => (Framing::Length(0), true),
+            BodyKind::Length(0) => (Framing::Length(0), true),
+            BodyKind::Length(n) => (Framing::Length(n), false),
+            BodyKind::Chunked => (Framing::Chunked(Box::new(ChunkedDecoder::new(max_body))), false),
+        };
+        BodyReader {
+            sock,
+            buf,
+            pos: 0,
+            framing,
+            done,
+            decoded: Vec::new(),
+            dpos: 0,
+            continue_pending: expect_continue && !done,
+            head_sent: false,
+            timeout,
+            max_body,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done && self.dpos == self.decoded.len()
+    }
+
+    /// Gives the connection its buffer back: the bytes after the body.
+    pub fn into_buffer(mut self) -> Vec<u8> {
+        self.buf.drain(..self.pos);
+        self.buf
+    }
+
+    fn read_socket(&mut self) -> Result<(), BodyError> {
+        if self.continue_pending {
+            self.continue_pending = false;
+            if !self.head_sent {
+                let mut msg = [io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
+                write_all(self.sock.fd_borrow(), &mut msg, self.timeout)?;
+            }
+        }
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        match read_blocking(self.sock.fd_borrow(), &mut self.buf, READ_CHUNK, self.timeout) {
+            Ok(0) => Err(BodyError::Truncated),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Hands out up to `max` body bytes that are already here, decoding as
+    /// needed; an empty slice means "read the socket" (or the body is done).
+    fn available(&mut self, max: usize) -> Result<&[u8], BodyError> {
+        if self.done && self.dpos == self.decoded.len() {
+            return Ok(&[]);
+        }
+        match &mut self.framing {
+            Framing::Length(remaining) => {
+                let n = (self.buf.len() - self.pos)
+                    .min(max)
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                let start = self.pos;
+                self.pos += n;
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    self.done = true;
+                }
+                Ok(&self.buf[start..start + n])
+            }
+            Framing::Chunked(dec) => {
+                if self.dpos == self.decoded.len() {
+                    self.decoded.clear();
+                    self.dpos = 0;
+                    while !dec.is_done() {
+                        let d = dec.decode(&self.buf[self.pos..])?;
+                        self.decoded
+                            .extend_from_slice(&self.buf[self.pos + d.data.start..self.pos + d.data.end]);
+                        self.pos += d.consumed;
+                        if d.consumed == 0 {
+                            break;
+                        }
+                    }
+                    if dec.is_done() {
+                        self.done = true;
+                    }
+                }
+                let n = (self.decoded.len() - self.dpos).min(max);
+                let start = self.dpos;
+                self.dpos += n;
+                Ok(&self.decoded[start..start + n])
+            }
+        }
+    }
+
+    /// Appends up to `max` bytes of body to `out`, stopping after `stop_at`
+    /// if given (readline); reads the socket as needed.
+    pub fn read_into(&mut self, out: &mut Vec<u8>, max: usize, stop_at: Option<u8>) -> Result<(), BodyError> {
+        while out.len() < max {
+            let want = max - out.len();
+            let chunk = self.available(want)?;
+            if chunk.is_empty() {
+                if self.is_done() {
+                    return Ok(());
+                }
+                self.read_socket()?;
+                continue;
+            }
+            if let Some(stop) = stop_at
+                && let Some(i) = chunk.iter().position(|&c| c == stop)
+            {
+                let rest = chunk.len() - i - 1;
+                out.extend_from_slice(&chunk[..=i]);
+                self.unread(rest);
+                return Ok(());
+            }
+            out.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    /// Puts back the last `n` bytes `available` handed out.
+    fn unread(&mut self, n: usize) {
+        match &mut self.framing {
+            Framing::Length(remaining) => {
+                self.pos -= n;
+                *remaining += n as u64;
+                if n > 0 {
+                    self.done = false;
+                }
+            }
+            Framing::Chunked(_) => self.dpos -= n,
+        }
+    }
+
+    /// Reads and discards what is left of the body, up to `limit` bytes;
+    /// true when the body ended within it (the connection stays usable).
+    pub fn drain(&mut self, limit: u64) -> bool {
+        if self.continue_pending {
+            // The client waits for our 100 before sending: nothing to drain,
+            // but its body may still come, so the connection cannot be reused.
+            return false;
+        }
+        let mut discarded = 0u64;
+        let mut sink = Vec::new();
+        while !self.is_done() {
+            sink.clear();
+            if discarded > limit || self.read_into(&mut sink, READ_CHUNK, None).is_err() {
+                return false;
+            }
+            discarded += sink.len() as u64;
+        }
+        true
+    }
+
+    pub fn max_body(&self) -> u64 {
+        self.max_body
+    }
+}
+
+/// The Python object. After the request it is emptied: an app that kept it
+/// reads EOF instead of another request's bytes.
+#[pyclass(module = "zibai", name = "Input")]
+pub struct Input {
+    pub reader: Option<BodyReader>,
+}
+
+fn to_pyerr(e: BodyError) -> PyErr {
+    PyIOError::new_err(e.to_string())
+}
+
+fn size_arg(size: Option<isize>) -> usize {
+    match size {
+        Some(n) if n >= 0 => n as usize,
+        _ => usize::MAX,
+    }
+}
+
+impl Input {
+    fn read_with<'py>(&mut self, py: Python<'py>, max: usize, stop: Option<u8>) -> PyResult<Bound<'py, PyBytes>> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(PyBytes::new(py, b""));
+        };
+        let mut out = Vec::new();
+        if max != usize::MAX {
+            out.reserve(max.min(READ_CHUNK));
+        }
+        py.detach(|| reader.read_into(&mut out, max, stop)).map_err(to_pyerr)?;
+        Ok(PyBytes::new(py, &out))
+    }
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.read_with(py, size_arg(size), None)
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn read1<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.read_with(py, size_arg(size).min(READ_CHUNK), None)
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.read_with(py, size_arg(size), Some(b'\n'))
+    }
+
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(&mut self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint);
+        let lines = PyList::empty(py);
+        let mut total = 0usize;
+        loop {
+            let line = self.read_with(py, usize::MAX, Some(b'\n'))?;
+            let n = line.as_bytes().len();
+            if n == 0 {
+                break;
+            }
+            lines.append(line)?;
+            total += n;
+            if total >= hint {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.read_with(py, usize::MAX, Some(b'\n'))?;
+        Ok(if line.as_bytes().is_empty() { None } else { Some(line) })
+    }
+
+    fn readable(&self) -> bool {
+        true
+    }
+
+    fn close(&self) {}
+
+    fn seek(&self, _offset: isize, _whence: Option<i32>) -> PyResult<()> {
+        Err(PyValueError::new_err("wsgi.input is not seekable"))
+    }
+}

@@ -1,0 +1,190 @@
+//! The worker: initialises Python once, loads the app, and serves HTTP/1.1
+//! on the listeners it is given until told to stop. Run in the main process
+//! for single-process mode.
+
+mod input;
+mod io;
+pub mod python;
+pub mod registry;
+mod response;
+mod server;
+mod wsgi;
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags};
+use pyo3::prelude::*;
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::Config;
+use crate::master::listeners::Listener;
+use python::LoadError;
+use registry::Registry;
+use server::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("cannot set up the worker: {0}")]
+    Setup(String),
+}
+
+impl WorkerError {
+    fn setup(what: &str, e: impl std::fmt::Display) -> Self {
+        WorkerError::Setup(format!("{what}: {e}"))
+    }
+}
+
+thread_local! {
+    static DATE: Cell<(u64, [u8; 29])> = const { Cell::new((0, [0; 29])) };
+}
+
+/// The `Date` header value, formatted at most once a second per thread.
+pub fn date_now() -> [u8; 29] {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    DATE.with(|c| {
+        let (cached, value) = c.get();
+        if cached == secs {
+            return value;
+        }
+        let value = crate::proto::date::http_date(secs);
+        c.set((secs, value));
+        value
+    })
+}
+
+struct Hooks {
+    before_graceful_exit: Option<Py<PyAny>>,
+    before_died: Option<Py<PyAny>>,
+}
+
+/// Serves until a signal says stop; returns the process exit code.
+pub fn run(config: Config, listeners: Vec<Listener>, multiprocess: bool) -> Result<i32, WorkerError> {
+    python::initialize(config.virtualenv.as_deref())?;
+    let (app, statics, before_serve, hooks) = Python::attach(|py| -> Result<_, WorkerError> {
+        let app = python::load(py, &config.app, config.call, "app")?;
+        let hook = |spec: &Option<crate::config::HookSpec>, name: &str| -> Result<_, WorkerError> {
+            spec.as_ref()
+                .map(|s| python::load(py, s, false, name))
+                .transpose()
+                .map_err(Into::into)
+        };
+        let before_serve = hook(&config.before_serve, "--before-serve hook")?;
+        let hooks = Hooks {
+            before_graceful_exit: hook(&config.before_graceful_exit, "--before-graceful-exit hook")?,
+            before_died: hook(&config.before_died, "--before-died hook")?,
+        };
+        let statics = wsgi::Statics::new(py, &config, multiprocess).map_err(|e| WorkerError::setup("environ", e))?;
+        Ok((app, statics, before_serve, hooks))
+    })?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| WorkerError::setup("epoll", e))?;
+    // Before anything can announce readiness (a request served, a log line
+    // a supervisor waits for), signals must already be ours.
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT]).map_err(|e| WorkerError::setup("signals", e))?;
+    let threads = config.max_workers;
+    let shared = Arc::new(Shared {
+        config,
+        epoll,
+        listeners,
+        registry: Registry::new(),
+        stopping: AtomicBool::new(false),
+        app,
+        statics,
+    });
+    python::run_hook(&before_serve, "before_serve");
+    shared
+        .register_listeners()
+        .map_err(|e| WorkerError::setup("epoll", e))?;
+    for i in 0..threads {
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("zibai-app-{i}"))
+            // Python code runs on these threads: give them the stack size
+            // of a main thread, not Rust's 2 MiB default.
+            .stack_size(8 << 20)
+            .spawn(move || server::thread_main(&s))
+            .map_err(|e| WorkerError::setup("threads", e))?;
+    }
+    {
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("zibai-timer".into())
+            .spawn(move || {
+                // A coarse periodic scan: deadlines are seconds long, so
+                // 100 ms of slack is noise and costs nothing per request.
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    s.registry.expire();
+                }
+            })
+            .map_err(|e| WorkerError::setup("timer thread", e))?;
+    }
+    for l in &shared.listeners {
+        log::info!("Listening on {}", l.display());
+    }
+    log::info!("Serving with {threads} app threads [pid {}]", std::process::id());
+    let graceful = loop {
+        match signals.forever().next() {
+            Some(SIGTERM) => break true,
+            Some(SIGINT | SIGQUIT) => break false,
+            _ => continue,
+        }
+    };
+    if graceful {
+        log::info!("Received SIGTERM, finishing in-flight requests");
+        shared.stop_accepting();
+        python::run_hook(&hooks.before_graceful_exit, "before_graceful_exit");
+        shared.registry.close_idle();
+        let deadline = Instant::now() + shared.config.graceful_exit_timeout;
+        let mut quick = false;
+        while !shared
+            .registry
+            .wait_empty(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())))
+        {
+            if Instant::now() >= deadline {
+                log::warn!(
+                    "{} connections still open after the graceful timeout; closing them",
+                    shared.registry.len()
+                );
+                break;
+            }
+            if signals.pending().any(|s| s == SIGINT || s == SIGQUIT) {
+                quick = true;
+                break;
+            }
+            // Connections that were busy when the stop began are closed by
+            // their threads when done; anything that turned idle since is
+            // closed here.
+            shared.registry.close_idle();
+        }
+        if quick {
+            log::info!("Received SIGINT, exiting now");
+        }
+    } else {
+        log::info!("Received SIGINT, exiting now");
+        shared.stop_accepting();
+    }
+    shared.registry.close_all();
+    python::run_hook(&hooks.before_died, "before_died");
+    Python::attach(|py| {
+        for stream in ["stdout", "stderr"] {
+            if let Ok(s) = py.import("sys").and_then(|sys| sys.getattr(stream)) {
+                let _ = s.call_method0("flush");
+            }
+        }
+    });
+    for l in &shared.listeners {
+        if let Some(p) = &l.unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(0)
+}

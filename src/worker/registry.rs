@@ -1,0 +1,252 @@
+//! Every open connection of the worker, so that one timer can enforce the
+//! deadlines of connections no thread is looking at, and a graceful stop can
+//! close the idle ones and wait for the busy ones.
+//!
+//! A connection is owned by whichever thread epoll handed it to; the
+//! registry only holds an `Arc` of its socket. Expiring a deadline is a
+//! `shutdown(2)`, which wakes the owner (or the next thread epoll picks)
+//! through the socket itself: the registry never frees or closes anything a
+//! thread may be using, and because it holds the `OwnedFd` alive, a shutdown
+//! can never hit a reused descriptor.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What a connection is doing, as far as a graceful stop cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    /// Waiting for a request; may be closed at once on stop.
+    Idle = 0,
+    /// A request head is arriving; may be closed on stop.
+    Reading = 1,
+    /// A request is being served (or its response flushed): let it finish.
+    Busy = 2,
+}
+
+pub struct ConnSocket {
+    pub fd: OwnedFd,
+    /// Milliseconds since the registry's epoch; 0 means no deadline.
+    deadline: AtomicU64,
+    state: AtomicU8,
+}
+
+impl ConnSocket {
+    pub fn new(fd: OwnedFd) -> Self {
+        ConnSocket {
+            fd,
+            deadline: AtomicU64::new(0),
+            state: AtomicU8::new(ConnState::Idle as u8),
+        }
+    }
+
+    pub fn fd_borrow(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn set_state(&self, s: ConnState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    fn state(&self) -> ConnState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => ConnState::Idle,
+            1 => ConnState::Reading,
+            _ => ConnState::Busy,
+        }
+    }
+
+    fn shutdown(&self) {
+        // SAFETY: the fd is owned by self and open for as long as self lives.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+}
+
+#[derive(Default)]
+struct Slab {
+    items: Vec<Option<Arc<ConnSocket>>>,
+    free: Vec<usize>,
+    count: usize,
+}
+
+pub struct Registry {
+    slab: Mutex<Slab>,
+    emptied: Condvar,
+    epoch: Instant,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry {
+            slab: Mutex::new(Slab::default()),
+            emptied: Condvar::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slab> {
+        // A panic while holding this lock leaves the slab consistent (every
+        // mutation is a single assignment), so poisoning is ignored.
+        self.slab.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, sock: Arc<ConnSocket>) -> usize {
+        let mut s = self.lock();
+        s.count += 1;
+        match s.free.pop() {
+            Some(i) => {
+                s.items[i] = Some(sock);
+                i
+            }
+            None => {
+                s.items.push(Some(sock));
+                s.items.len() - 1
+            }
+        }
+    }
+
+    pub fn remove(&self, slot: usize) {
+        let mut s = self.lock();
+        if s.items.get_mut(slot).and_then(Option::take).is_some() {
+            s.free.push(slot);
+            s.count -= 1;
+            if s.count == 0 {
+                self.emptied.notify_all();
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sets `sock`'s deadline `after` from now.
+    pub fn set_deadline(&self, sock: &ConnSocket, after: Duration) {
+        let ms = (self.epoch.elapsed() + after).as_millis() as u64;
+        sock.deadline.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    pub fn clear_deadline(&self, sock: &ConnSocket) {
+        sock.deadline.store(0, Ordering::Relaxed);
+    }
+
+    /// Shuts down every connection whose deadline has passed; returns how many.
+    pub fn expire(&self) -> usize {
+        self.expire_at(self.epoch.elapsed())
+    }
+
+    /// `expire` as if `since_epoch` had passed since the registry was made.
+    fn expire_at(&self, since_epoch: Duration) -> usize {
+        let now = since_epoch.as_millis() as u64;
+        let s = self.lock();
+        let mut n = 0;
+        for sock in s.items.iter().flatten() {
+            let d = sock.deadline.load(Ordering::Relaxed);
+            if d != 0 && d <= now {
+                sock.deadline.store(0, Ordering::Relaxed);
+                sock.shutdown();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Graceful stop: closes connections that are not serving a request.
+    pub fn close_idle(&self) {
+        let s = self.lock();
+        for sock in s.items.iter().flatten() {
+            if sock.state() != ConnState::Busy {
+                sock.shutdown();
+            }
+        }
+    }
+
+    /// Quick stop or graceful timeout: closes everything.
+    pub fn close_all(&self) {
+        let s = self.lock();
+        for sock in s.items.iter().flatten() {
+            sock.shutdown();
+        }
+    }
+
+    /// Waits until no connection is left, or `timeout`; true if none is left.
+    pub fn wait_empty(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.lock();
+        while s.count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self.emptied.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn sock() -> (Arc<ConnSocket>, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Arc::new(ConnSocket::new(OwnedFd::from(a))), b)
+    }
+
+    #[test]
+    fn expired_deadline_shuts_the_socket_down() {
+        let r = Registry::new();
+        let (s, mut peer) = sock();
+        let slot = r.insert(s.clone());
+        r.set_deadline(&s, Duration::from_secs(10));
+        assert_eq!(r.expire(), 0, "not yet");
+        assert_eq!(r.expire_at(Duration::from_secs(3600)), 1);
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut peer, &mut buf).unwrap(), 0, "peer sees EOF");
+        assert_eq!(r.expire_at(Duration::from_secs(7200)), 0, "a deadline fires once");
+        r.remove(slot);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn close_idle_spares_busy_connections() {
+        let r = Registry::new();
+        let (idle, mut idle_peer) = sock();
+        let (busy, busy_peer) = sock();
+        busy.set_state(ConnState::Busy);
+        r.insert(idle);
+        let b = r.insert(busy);
+        r.close_idle();
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut idle_peer, &mut buf).unwrap(), 0);
+        busy_peer.set_nonblocking(true).unwrap();
+        let e = std::io::Read::read(&mut &busy_peer, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(!r.wait_empty(Duration::from_millis(1)));
+        r.remove(b);
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn slots_are_reused() {
+        let r = Registry::new();
+        let (a, _pa) = sock();
+        let (b, _pb) = sock();
+        let i = r.insert(a);
+        r.remove(i);
+        assert_eq!(r.insert(b), i);
+    }
+}

@@ -1,0 +1,415 @@
+//! `start_response`, `write()` and the framing of what the app returns.
+//!
+//! The head goes out with the first non-empty body chunk (PEP 3333), in the
+//! same `writev` as that chunk. Body bytes are written straight from the
+//! Python `bytes` objects, with the GIL released.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use super::io::write_all;
+use super::registry::ConnSocket;
+use crate::proto::response::{self as wire, Framing, HeadWriter};
+
+/// What the request wants from the response side.
+pub struct ResponseSetup {
+    pub sock: Arc<ConnSocket>,
+    pub http11: bool,
+    pub head_request: bool,
+    pub keep_alive: bool,
+    pub write_timeout: Duration,
+    pub date: [u8; 29],
+}
+
+pub struct Response {
+    setup: ResponseSetup,
+    status: Option<String>,
+    code: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    content_length: Option<u64>,
+    head_sent: bool,
+    framing: Framing,
+    /// Body bytes put on the wire (for Content-Length checks and the access log).
+    pub body_sent: u64,
+    /// The connection cannot carry another request after this one.
+    pub must_close: bool,
+    /// A write failed: the client is gone, stop producing.
+    pub broken: bool,
+}
+
+/// Bytes ready for the wire: a head and/or body chunks with their framing,
+/// borrowed from the Python objects until written.
+pub struct Framed {
+    head: Vec<u8>,
+    chunks: Vec<PyBackedBytes>,
+    /// Body bytes of `chunks` that go out (less than all when truncated).
+    body_limit: u64,
+    /// Chunked framing: one size line per non-empty chunk.
+    size_lines: Vec<([u8; 18], usize)>,
+    terminator: bool,
+}
+
+impl Framed {
+    /// A response the server wrote itself (errors).
+    pub fn raw(bytes: Vec<u8>) -> Framed {
+        Framed {
+            head: bytes,
+            chunks: Vec::new(),
+            body_limit: 0,
+            size_lines: Vec::new(),
+            terminator: false,
+        }
+    }
+
+    pub fn slices(&self) -> Vec<IoSlice<'_>> {
+        let mut out = Vec::with_capacity(2 + self.chunks.len() * if self.size_lines.is_empty() { 1 } else { 3 });
+        if !self.head.is_empty() {
+            out.push(IoSlice::new(&self.head));
+        }
+        if !self.size_lines.is_empty() || self.terminator {
+            for (c, (line, len)) in self.chunks.iter().filter(|c| !c.is_empty()).zip(&self.size_lines) {
+                out.push(IoSlice::new(&line[..*len]));
+                out.push(IoSlice::new(c));
+                out.push(IoSlice::new(b"\r\n"));
+            }
+            if self.terminator {
+                out.push(IoSlice::new(b"0\r\n\r\n"));
+            }
+        } else {
+            let mut left = self.body_limit;
+            for c in &self.chunks {
+                if left == 0 {
+                    break;
+                }
+                let take = (c.len() as u64).min(left) as usize;
+                out.push(IoSlice::new(&c[..take]));
+                left -= take as u64;
+            }
+        }
+        out
+    }
+}
+
+impl Response {
+    pub fn new(setup: ResponseSetup) -> Self {
+        let must_close = !setup.keep_alive;
+        Response {
+            setup,
+            status: None,
+            code: 0,
+            headers: Vec::new(),
+            content_length: None,
+            head_sent: false,
+            framing: Framing::Close,
+            body_sent: 0,
+            must_close,
+            broken: false,
+        }
+    }
+
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    pub fn head_sent(&self) -> bool {
+        self.head_sent
+    }
+
+    pub fn started(&self) -> bool {
+        self.status.is_some()
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    pub fn sock(&self) -> &ConnSocket {
+        &self.setup.sock
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        self.setup.write_timeout
+    }
+
+    pub fn no_body(&self) -> bool {
+        self.setup.head_request || self.code < 200 || self.code == 204 || self.code == 304
+    }
+
+    /// Validates and records what the app passed to `start_response`.
+    fn start(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let status = status
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("status must be a str, like '200 OK'"))?
+            .to_str()?
+            .to_string();
+        let code = wire::parse_status(&status).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let mut list = Vec::new();
+        let mut content_length = None;
+        for item in headers.try_iter()? {
+            let item = item?;
+            let pair = item
+                .cast::<PyTuple>()
+                .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+            if pair.len() != 2 {
+                return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
+            }
+            let name = pair.get_item(0)?;
+            let value = pair.get_item(1)?;
+            let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
+                return Err(PyTypeError::new_err(format!(
+                    "header names and values must be str, got {:?}",
+                    pair.repr().map(|r| r.to_string()).unwrap_or_default()
+                )));
+            };
+            let name = name.to_str()?.to_string();
+            let value = latin1_bytes(value)?;
+            wire::validate_header(&name, &value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            if name.eq_ignore_ascii_case("content-length") {
+                let v = std::str::from_utf8(&value).unwrap_or("");
+                let n = wire::parse_content_length(v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+                if content_length.is_some_and(|c| c != n) {
+                    return Err(PyValueError::new_err("conflicting Content-Length headers"));
+                }
+                // Written by `head`, which owns the framing headers.
+                content_length = Some(n);
+                continue;
+            } else if wire::is_hop_by_hop(&name) {
+                // The server owns the connection's framing. `Connection: close`
+                // is still honoured as the app's wish to end the connection.
+                if name.eq_ignore_ascii_case("connection")
+                    && value
+                        .split(|&c| c == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                {
+                    self.must_close = true;
+                }
+                log::debug!("dropping hop-by-hop response header {name}");
+                continue;
+            }
+            list.push((name, value));
+        }
+        self.status = Some(status);
+        self.code = code;
+        self.headers = list;
+        self.content_length = content_length;
+        Ok(())
+    }
+
+    /// Builds the head; `known_total` is the whole body's length when the
+    /// app already produced all of it.
+    fn head(&mut self, known_total: Option<u64>) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(256);
+        let status = self.status.as_deref().unwrap_or("500 Internal Server Error");
+        let http11 = self.setup.http11;
+        let mut w = HeadWriter { buf: &mut buf };
+        w.status_line(http11, status);
+        w.header(b"Server", b"zibai");
+        w.header(b"Date", &self.setup.date);
+        for (n, v) in &self.headers {
+            w.header(n.as_bytes(), v);
+        }
+        self.framing = if self.no_body() {
+            if let Some(n) = self.content_length {
+                w.content_length(n);
+            } else if let (Some(n), true) = (known_total, self.setup.head_request) {
+                w.content_length(n);
+            }
+            Framing::NoBody
+        } else if let Some(n) = self.content_length {
+            w.content_length(n);
+            Framing::Length(n)
+        } else if let Some(n) = known_total {
+            w.content_length(n);
+            self.content_length = Some(n);
+            Framing::Length(n)
+        } else if http11 {
+            w.header(b"Transfer-Encoding", b"chunked");
+            Framing::Chunked
+        } else {
+            self.must_close = true;
+            Framing::Close
+        };
+        if self.must_close {
+            if http11 {
+                w.header(b"Connection", b"close");
+            }
+        } else if !http11 {
+            w.header(b"Connection", b"keep-alive");
+        }
+        w.end();
+        self.head_sent = true;
+        buf
+    }
+
+    /// Frames body `chunks` for the wire (the head first if it has not gone
+    /// out) and accounts for them as sent. With `last`, the body is complete:
+    /// lengths are known and the chunked terminator is added. The caller
+    /// writes the result, now ([`Response::send`]) or after releasing the GIL
+    /// for its next wait (the final piece of a response).
+    pub fn frame(&mut self, chunks: Vec<PyBackedBytes>, last: bool) -> Framed {
+        let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let head = if self.head_sent {
+            Vec::new()
+        } else {
+            self.head(if last { Some(self.body_sent + total) } else { None })
+        };
+        let mut framed = Framed {
+            head,
+            chunks,
+            body_limit: 0,
+            size_lines: Vec::new(),
+            terminator: false,
+        };
+        match self.framing {
+            Framing::NoBody => {}
+            Framing::Close => {
+                framed.body_limit = total;
+                self.body_sent += total;
+            }
+            Framing::Length(limit) => {
+                let room = limit.saturating_sub(self.body_sent);
+                if total > room {
+                    log::error!("the app sent more than its Content-Length of {limit}; response truncated");
+                    self.must_close = true;
+                }
+                framed.body_limit = total.min(room);
+                self.body_sent += framed.body_limit;
+            }
+            Framing::Chunked => {
+                framed.size_lines = framed
+                    .chunks
+                    .iter()
+                    .filter(|c| !c.is_empty())
+                    .map(|c| wire::chunk_size_line(c.len()))
+                    .collect();
+                framed.terminator = last;
+                self.body_sent += total;
+            }
+        }
+        if last
+            && let Framing::Length(n) = self.framing
+            && self.body_sent < n
+        {
+            log::error!(
+                "the app sent {} bytes but promised a Content-Length of {n}; closing the connection",
+                self.body_sent
+            );
+            self.must_close = true;
+        }
+        framed
+    }
+
+    /// Frames and writes `chunks` now, waiting for a slow client up to the
+    /// write timeout (streaming bodies and `write()`).
+    pub fn send(&mut self, py: Python<'_>, chunks: Vec<PyBackedBytes>, last: bool) -> io::Result<()> {
+        if self.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let framed = self.frame(chunks, last);
+        let sock = &*self.setup.sock;
+        let timeout = self.setup.write_timeout;
+        let result = py.detach(|| write_all(sock.fd_borrow(), &mut framed.slices(), timeout));
+        if result.is_err() {
+            self.broken = true;
+            self.must_close = true;
+        }
+        result
+    }
+
+    /// After sendfile wrote `n` body bytes by itself.
+    pub fn note_sent(&mut self, n: u64) {
+        self.body_sent += n;
+    }
+
+    /// Sends only the head, for a body that follows by other means (sendfile).
+    pub fn send_head(&mut self, py: Python<'_>, known_total: Option<u64>) -> io::Result<()> {
+        if self.head_sent {
+            return Ok(());
+        }
+        let head = self.head(known_total);
+        let sock = &*self.setup.sock;
+        let timeout = self.setup.write_timeout;
+        let r = py.detach(|| write_all(sock.fd_borrow(), &mut [IoSlice::new(&head)], timeout));
+        if r.is_err() {
+            self.broken = true;
+            self.must_close = true;
+        }
+        r
+    }
+
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+}
+
+/// Latin-1 bytes of a str; anything outside it is the app's error.
+fn latin1_bytes(s: &Bound<'_, PyString>) -> PyResult<Vec<u8>> {
+    let s = s.to_str()?;
+    if s.is_ascii() {
+        return Ok(s.as_bytes().to_vec());
+    }
+    s.chars()
+        .map(|c| {
+            u8::try_from(u32::from(c)).map_err(|_| PyValueError::new_err(format!("header value {s:?} is not latin-1")))
+        })
+        .collect()
+}
+
+/// The `start_response` callable handed to the app.
+#[pyclass(module = "zibai", name = "StartResponse")]
+pub struct StartResponse {
+    pub resp: Response,
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__(
+        slf: &Bound<'_, Self>,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        {
+            let mut me = slf.borrow_mut();
+            let exc = exc_info.filter(|e| !e.is_none());
+            match exc {
+                Some(exc) if me.resp.head_sent => {
+                    // PEP 3333: too late to change the response; re-raise.
+                    let value = exc.get_item(1)?;
+                    return Err(PyErr::from_value(value));
+                }
+                None if me.resp.started() => {
+                    return Err(PyAssertionError::new_err(
+                        "start_response called a second time without exc_info",
+                    ));
+                }
+                _ => {}
+            }
+            me.resp.start(status, headers)?;
+        }
+        Ok(slf.getattr("write")?.unbind())
+    }
+
+    /// The legacy `write()` callable: sends at once, head first.
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
+        if !self.resp.started() {
+            return Err(PyAssertionError::new_err("write() called before start_response"));
+        }
+        if bytes.as_bytes().is_empty() {
+            return Ok(());
+        }
+        self.resp
+            .send(py, vec![PyBackedBytes::from(bytes.clone())], false)
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("client went away: {e}")))
+    }
+}

@@ -1,0 +1,530 @@
+//! Connection I/O: `max_workers` identical threads share one epoll set in
+//! which every socket is registered one-shot, so a ready connection belongs
+//! to exactly one thread until that thread re-arms it. A thread reads what
+//! is there without blocking; an incomplete head goes back to epoll, so slow
+//! or idle clients never hold a thread. Only a complete head (and a small
+//! body that has fully arrived) is handed to the app, on the same thread —
+//! no hand-offs. The GIL is released around every wait and syscall.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
+use pyo3::prelude::*;
+
+use super::date_now;
+use super::input::{BodyReader, Input};
+use super::io::{flush_parked, read_some, write_all, write_or_park};
+use super::registry::{ConnSocket, ConnState, Registry};
+use super::response::{Framed, Response, ResponseSetup, StartResponse};
+use super::wsgi::{ConnInfo, Peer, Statics};
+use crate::config::Config;
+use crate::master::listeners::{Listener, Local};
+use crate::proto::request::{BodyKind, Request, RequestError, Version, parse_request};
+use crate::proto::response::simple_response;
+
+/// Bodies up to this size are waited for before the app is called, so a
+/// slow uploader of a small form does not hold an app thread.
+const PREREAD_BODY: u64 = 64 * 1024;
+/// An unread body up to this size is discarded to keep the connection.
+const DRAIN_LIMIT: u64 = 256 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+/// epoll tokens at or below this are listeners (index + 1); above, a `Conn` pointer.
+const MAX_LISTENER_TOKEN: u64 = 4096;
+const ACCEPT_BATCH: usize = 64;
+
+pub struct Shared {
+    pub config: Config,
+    pub epoll: Epoll,
+    pub listeners: Vec<Listener>,
+    pub registry: Registry,
+    pub stopping: AtomicBool,
+    pub app: Py<PyAny>,
+    pub statics: Statics,
+}
+
+struct Conn {
+    sock: Arc<ConnSocket>,
+    slot: usize,
+    listener: usize,
+    peer: Peer,
+    /// Bytes read and not yet consumed by a request.
+    buf: Vec<u8>,
+    /// `buf` holds the start of a head (or a small body) that needs more bytes.
+    incomplete: bool,
+    /// A response tail waiting for the socket to drain.
+    out: Vec<u8>,
+    out_pos: usize,
+    close_after_out: bool,
+}
+
+impl Shared {
+    pub fn register_listeners(&self) -> io::Result<()> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, i as u64 + 1);
+            self.epoll.add(l.fd.as_fd(), ev)?;
+        }
+        Ok(())
+    }
+
+    /// Graceful stop, step one: no new connections.
+    pub fn stop_accepting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for l in &self.listeners {
+            let _ = self.epoll.delete(l.fd.as_fd());
+            // On Linux, shutting down a listening socket makes it refuse
+            // what is queued instead of leaving those clients hanging.
+            // SAFETY: the fd is open; shutdown does not close it.
+            unsafe { libc::shutdown(l.fd.as_raw_fd(), libc::SHUT_RD) };
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+}
+
+/// What a request leaves for the next I/O phase: the connection and the
+/// last piece of its response.
+struct Served {
+    conn: Box<Conn>,
+    last: Option<Framed>,
+    close: bool,
+}
+
+/// The life of one app thread: attached to Python once, and detached for
+/// one stretch of I/O per request — write the previous response, wait, read
+/// until a request is complete — so a request costs a single GIL hand-off.
+pub fn thread_main(shared: &Shared) {
+    Python::attach(|py| {
+        let mut served: Option<Served> = None;
+        loop {
+            let (after, last) = match served.take() {
+                Some(s) => (Some((s.conn, s.close)), s.last),
+                None => (None, None),
+            };
+            let conn = py.detach(|| io_phase(shared, after, last.as_ref()));
+            // The response's bytes objects are released with the GIL held.
+            drop(last);
+            served = serve(py, shared, conn);
+        }
+    })
+}
+
+/// Without the GIL: finishes the previous response, then waits and reads
+/// until some connection holds a complete request, and returns it.
+fn io_phase(shared: &Shared, after: Option<(Box<Conn>, bool)>, last: Option<&Framed>) -> Box<Conn> {
+    let mut current = after.and_then(|(conn, close)| finish_response(shared, conn, last, close));
+    let mut events = [EpollEvent::empty(); 1];
+    loop {
+        if let Some(conn) = current.take()
+            && let Some(ready) = drive(shared, conn)
+        {
+            return ready;
+        }
+        match shared.epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                log::error!("epoll_wait failed: {e}");
+                continue;
+            }
+        }
+        let token = events[0].data();
+        if token == 0 {
+            continue;
+        } else if token <= MAX_LISTENER_TOKEN {
+            accept(shared, token as usize - 1);
+        } else {
+            // SAFETY: conn tokens are pointers from Box::into_raw in `arm` or
+            // `accept`; the registration is one-shot, so this event hands the
+            // Box to this thread alone until it re-arms it.
+            current = Some(unsafe { Box::from_raw(token as *mut Conn) });
+        }
+    }
+}
+
+/// Writes the last of a response; returns the connection if it has more to do now.
+fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&Framed>, close: bool) -> Option<Box<Conn>> {
+    let timeouts = &shared.config.timeouts;
+    if let Some(last) = last {
+        match write_or_park(conn.sock.fd_borrow(), &mut last.slices()) {
+            Ok(None) => {}
+            Ok(Some(tail)) => {
+                conn.out = tail;
+                conn.out_pos = 0;
+                conn.close_after_out = close;
+                shared.registry.set_deadline(&conn.sock, timeouts.write);
+                arm(shared, conn, EpollFlags::EPOLLOUT);
+                return None;
+            }
+            Err(_) => {
+                close_conn(shared, conn);
+                return None;
+            }
+        }
+    }
+    if close || shared.stopping() {
+        close_conn(shared, conn);
+        return None;
+    }
+    if conn.buf.is_empty() {
+        conn.sock.set_state(ConnState::Idle);
+        shared.registry.set_deadline(&conn.sock, timeouts.keep_alive);
+        if conn.buf.capacity() > 64 * 1024 {
+            conn.buf = Vec::new();
+        }
+        arm(shared, conn, EpollFlags::EPOLLIN);
+        return None;
+    }
+    // Pipelined: the next request is already (partly) here.
+    conn.sock.set_state(ConnState::Reading);
+    shared.registry.set_deadline(&conn.sock, timeouts.header);
+    Some(conn)
+}
+
+fn accept(shared: &Shared, idx: usize) {
+    let listener = &shared.listeners[idx];
+    for _ in 0..ACCEPT_BATCH {
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: storage/len describe a writable sockaddr_storage; accept4
+        // returns a new fd that we immediately own.
+        let fd = unsafe {
+            libc::accept4(
+                listener.fd.as_raw_fd(),
+                storage.as_mut_ptr().cast(),
+                &mut len,
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => break,
+                Some(libc::EINTR | libc::ECONNABORTED) => continue,
+                Some(libc::EMFILE | libc::ENFILE) => {
+                    log::warn!(
+                        "cannot accept on {}: {e}; raise the open files limit",
+                        listener.display()
+                    );
+                    // Back off instead of spinning on a listener we cannot drain.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    break;
+                }
+                _ => {
+                    if !shared.stopping() {
+                        log::error!("accept on {} failed: {e}", listener.display());
+                    }
+                    break;
+                }
+            }
+        }
+        // SAFETY: accept4 returned a new open fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: accept4 filled `len` bytes of the storage.
+        let peer = peer_of(unsafe { storage.assume_init_ref() });
+        if matches!(listener.local, Local::Tcp(_)) {
+            let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::TcpNoDelay, &true);
+        }
+        let sock = Arc::new(ConnSocket::new(fd));
+        let slot = shared.registry.insert(sock.clone());
+        shared.registry.set_deadline(&sock, shared.config.timeouts.header);
+        let conn = Box::new(Conn {
+            sock,
+            slot,
+            listener: idx,
+            peer,
+            buf: Vec::new(),
+            incomplete: false,
+            out: Vec::new(),
+            out_pos: 0,
+            close_after_out: false,
+        });
+        let raw = conn.sock.fd.as_raw_fd();
+        let ptr = Box::into_raw(conn);
+        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, ptr as u64);
+        // SAFETY: `raw` stays open: the registry holds an Arc of the socket
+        // until the connection is closed, which only the epoll owner does.
+        if let Err(e) = shared.epoll.add(unsafe { BorrowedFd::borrow_raw(raw) }, ev) {
+            log::error!("cannot watch a new connection: {e}");
+            // SAFETY: registration failed, so no other thread can receive ptr.
+            close_conn(shared, unsafe { Box::from_raw(ptr) });
+        }
+    }
+    if !shared.stopping() {
+        let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, idx as u64 + 1);
+        let _ = shared.epoll.modify(listener.fd.as_fd(), &mut ev);
+    }
+}
+
+fn peer_of(ss: &libc::sockaddr_storage) -> Peer {
+    match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Peer {
+                addr: std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string(),
+                port: u16::from_be(sin.sin_port).to_string(),
+            }
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Peer {
+                addr: std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).to_string(),
+                port: u16::from_be(sin6.sin6_port).to_string(),
+            }
+        }
+        _ => Peer {
+            addr: String::new(),
+            port: String::new(),
+        },
+    }
+}
+
+fn close_conn(shared: &Shared, conn: Box<Conn>) {
+    let _ = shared.epoll.delete(conn.sock.fd.as_fd());
+    shared.registry.remove(conn.slot);
+    drop(conn);
+}
+
+/// Gives the connection back to epoll; after this the thread must not touch it.
+fn arm(shared: &Shared, conn: Box<Conn>, flags: EpollFlags) {
+    let raw = conn.sock.fd.as_raw_fd();
+    let ptr = Box::into_raw(conn);
+    let mut ev = EpollEvent::new(flags | EpollFlags::EPOLLONESHOT, ptr as u64);
+    // SAFETY: the fd is open (the registry holds its socket); once modify
+    // succeeds another thread may own the Box, so only `raw` is used here.
+    if shared
+        .epoll
+        .modify(unsafe { BorrowedFd::borrow_raw(raw) }, &mut ev)
+        .is_err()
+    {
+        // SAFETY: the modify failed, so no event can carry ptr to anyone.
+        close_conn(shared, unsafe { Box::from_raw(ptr) });
+    }
+}
+
+/// Parses the head at the start of `buf` with header storage on the stack
+/// for the usual limit, so the hot path does not allocate.
+fn with_request<R>(
+    buf: &[u8],
+    limits: &crate::proto::request::Limits,
+    f: impl FnOnce(Result<Option<Request<'_, '_>>, RequestError>) -> R,
+) -> R {
+    const ON_STACK: usize = 128;
+    if limits.max_headers <= ON_STACK {
+        let mut storage = [httparse::EMPTY_HEADER; ON_STACK];
+        f(parse_request(buf, &mut storage[..limits.max_headers], limits))
+    } else {
+        let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        f(parse_request(buf, &mut storage, limits))
+    }
+}
+
+/// Without the GIL: flushes a parked response, reads, and checks for a
+/// complete request. Returns the connection when one is ready to serve;
+/// otherwise it has been re-armed or closed.
+fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
+    let limits = &shared.config.limits;
+    let timeouts = &shared.config.timeouts;
+    loop {
+        if conn.out_pos < conn.out.len() {
+            let Conn { sock, out, out_pos, .. } = &mut *conn;
+            match flush_parked(sock.fd_borrow(), out, out_pos) {
+                Ok(true) => {
+                    conn.out = Vec::new();
+                    conn.out_pos = 0;
+                    if conn.close_after_out || shared.stopping() {
+                        close_conn(shared, conn);
+                        return None;
+                    }
+                    conn.sock.set_state(ConnState::Idle);
+                    shared.registry.set_deadline(&conn.sock, timeouts.keep_alive);
+                }
+                Ok(false) => {
+                    shared.registry.set_deadline(&conn.sock, timeouts.write);
+                    arm(shared, conn, EpollFlags::EPOLLOUT);
+                    return None;
+                }
+                Err(_) => {
+                    close_conn(shared, conn);
+                    return None;
+                }
+            }
+        }
+        if conn.buf.is_empty() || conn.incomplete {
+            let was_empty = conn.buf.is_empty();
+            match read_some(conn.sock.fd_borrow(), &mut conn.buf, READ_CHUNK) {
+                Ok(0) => {
+                    close_conn(shared, conn);
+                    return None;
+                }
+                Ok(_) => {
+                    conn.incomplete = false;
+                    if was_empty {
+                        // The head deadline runs from the request's first byte.
+                        conn.sock.set_state(ConnState::Reading);
+                        shared.registry.set_deadline(&conn.sock, timeouts.header);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    arm(shared, conn, EpollFlags::EPOLLIN);
+                    return None;
+                }
+                Err(_) => {
+                    close_conn(shared, conn);
+                    return None;
+                }
+            }
+        }
+        let buffered = conn.buf.len();
+        let verdict = with_request(&conn.buf, limits, |parsed| match parsed {
+            Ok(Some(req)) => Ok(matches!(req.body, BodyKind::Length(n)
+                    if n <= PREREAD_BODY && !req.expect_continue && ((buffered - req.head_len) as u64) < n)),
+            Ok(None) => Ok(true),
+            Err(e) => Err(e),
+        });
+        match verdict {
+            Ok(false) => return Some(conn),
+            Ok(true) => conn.incomplete = true,
+            Err(e) => {
+                refuse(shared, &conn, e);
+                close_conn(shared, conn);
+                return None;
+            }
+        }
+    }
+}
+
+/// With the GIL: runs the app on the complete request at the start of
+/// `conn.buf`. Returns what is left to write, or `None` if the connection
+/// was closed.
+fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served> {
+    let limits = &shared.config.limits;
+    let timeouts = &shared.config.timeouts;
+    conn.sock.set_state(ConnState::Busy);
+    shared.registry.clear_deadline(&conn.sock);
+    let started = Instant::now();
+    let Ok(input) = Bound::new(py, Input { reader: None }) else {
+        close_conn(shared, conn);
+        return None;
+    };
+    let info = ConnInfo {
+        peer: &conn.peer,
+        local: &shared.listeners[conn.listener].local,
+    };
+    let parsed = with_request(&conn.buf, limits, |parsed| {
+        // `drive` only hands over connections holding a complete, valid head.
+        let req = parsed.ok().flatten()?;
+        let http11 = req.version == Version::Http11;
+        let request_line = format!(
+            "{} {} {}",
+            req.method,
+            req.target,
+            if http11 { "HTTP/1.1" } else { "HTTP/1.0" }
+        );
+        let environ = shared.statics.environ(
+            py,
+            &req,
+            &info,
+            shared.config.url_prefix.as_deref(),
+            input.clone().into_any(),
+        );
+        Some((
+            http11,
+            req.head_len,
+            req.body,
+            req.expect_continue,
+            req.keep_alive,
+            req.method == "HEAD",
+            request_line,
+            environ,
+        ))
+    });
+    let Some((http11, head_len, body, expect_continue, keep_alive, is_head, request_line, environ)) = parsed else {
+        close_conn(shared, conn);
+        return None;
+    };
+    let keep_alive = keep_alive && !shared.stopping();
+    let environ = match environ {
+        Ok(e) => e,
+        Err(e) => {
+            log::error!("cannot build the environ for {request_line}: {e}");
+            close_conn(shared, conn);
+            return None;
+        }
+    };
+    conn.buf.drain(..head_len);
+    let buf = std::mem::take(&mut conn.buf);
+    input.borrow_mut().reader = Some(BodyReader::new(
+        conn.sock.clone(),
+        buf,
+        body,
+        expect_continue && http11,
+        timeouts.read,
+        limits.max_body_size,
+    ));
+    let start_response = StartResponse {
+        resp: Response::new(ResponseSetup {
+            sock: conn.sock.clone(),
+            http11,
+            head_request: is_head,
+            keep_alive,
+            write_timeout: timeouts.write,
+            date: date_now(),
+        }),
+    };
+    let Ok(sr) = Bound::new(py, start_response) else {
+        close_conn(shared, conn);
+        return None;
+    };
+    let outcome = shared
+        .statics
+        .run_app(py, &shared.app, environ, &sr, &|| request_line.clone());
+    let reader = input.borrow_mut().reader.take();
+    let mut close = outcome.close || shared.stopping();
+    if let Some(mut reader) = reader {
+        if !reader.is_done() && !close && !py.detach(|| reader.drain(DRAIN_LIMIT)) {
+            close = true;
+        }
+        if !reader.is_done() {
+            close = true;
+        }
+        conn.buf = reader.into_buffer();
+    }
+    if shared.config.access_log {
+        log::info!(
+            target: "zibai.access",
+            "{} - \"{}\" {} {} {:.3}ms",
+            conn.peer.addr,
+            request_line,
+            outcome.code,
+            outcome.body_bytes,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    Some(Served {
+        conn,
+        last: outcome.last,
+        close,
+    })
+}
+
+/// Answers a request we refuse to parse, then the caller closes.
+fn refuse(shared: &Shared, conn: &Conn, e: RequestError) {
+    let msg = simple_response(e.status(), e.reason(), &date_now(), true);
+    let _ = write_all(
+        conn.sock.fd_borrow(),
+        &mut [io::IoSlice::new(&msg)],
+        shared.config.timeouts.write,
+    );
+    if shared.config.access_log {
+        log::info!(target: "zibai.access", "{} - \"-\" {} 0 ({e})", conn.peer.addr, e.status());
+    }
+}

@@ -1,0 +1,565 @@
+//! The WSGI bridge (PEP 3333): building the environ from a parsed request,
+//! calling the app, and turning what it returns into a response.
+
+use std::os::fd::BorrowedFd;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+
+use super::io::sendfile_all;
+use super::python::traceback;
+use super::response::{Framed, StartResponse};
+use crate::config::Config;
+use crate::master::listeners::Local;
+use crate::proto::request::{Request, Version};
+use crate::proto::response::{Framing, simple_response};
+
+/// Objects made once per worker so a request only copies and fills them.
+pub struct Statics {
+    /// The environ keys that never change, copied per request.
+    template: Py<PyDict>,
+    keys: Keys,
+    common_headers: Vec<(&'static str, Py<PyString>)>,
+    file_wrapper: Py<PyType>,
+}
+
+struct Keys {
+    request_method: Py<PyString>,
+    path_info: Py<PyString>,
+    query_string: Py<PyString>,
+    content_type: Py<PyString>,
+    content_length: Py<PyString>,
+    server_name: Py<PyString>,
+    server_port: Py<PyString>,
+    server_protocol: Py<PyString>,
+    remote_addr: Py<PyString>,
+    remote_port: Py<PyString>,
+    request_uri: Py<PyString>,
+    raw_uri: Py<PyString>,
+    wsgi_input: Py<PyString>,
+    http11: Py<PyString>,
+    http10: Py<PyString>,
+    empty: Py<PyString>,
+}
+
+/// Request headers common enough to deserve a precomputed environ key.
+const COMMON_HEADERS: [&str; 24] = [
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "cookie",
+    "cache-control",
+    "referer",
+    "origin",
+    "authorization",
+    "if-none-match",
+    "if-modified-since",
+    "pragma",
+    "upgrade-insecure-requests",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-requested-with",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-dest",
+    "dnt",
+];
+
+fn environ_key(header: &str) -> String {
+    let mut k = String::with_capacity(5 + header.len());
+    k.push_str("HTTP_");
+    k.extend(
+        header
+            .chars()
+            .map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }),
+    );
+    k
+}
+
+/// A latin-1 `str` from raw bytes, as PEP 3333 wants for everything taken
+/// from the request.
+pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
+    if let Ok(s) = std::str::from_utf8(b)
+        && s.is_ascii()
+    {
+        return PyString::new(py, s);
+    }
+    // SAFETY: PyUnicode_DecodeLatin1 reads exactly `len` bytes from a valid
+    // slice and returns a new reference or NULL with an exception set; latin-1
+    // decoding cannot fail except on memory exhaustion, which panics below.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t, std::ptr::null());
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
+
+fn percent_decode(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !path.contains(&b'%') {
+        return path.into();
+    }
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%'
+            && i + 2 < path.len()
+            && let (Some(h), Some(l)) = (hex(path[i + 1]), hex(path[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(path[i]);
+            i += 1;
+        }
+    }
+    out.into()
+}
+
+/// The peer, as REMOTE_ADDR and REMOTE_PORT.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: String,
+    pub port: String,
+}
+
+pub struct ConnInfo<'a> {
+    pub peer: &'a Peer,
+    pub local: &'a Local,
+}
+
+impl Statics {
+    pub fn new(py: Python<'_>, config: &Config, multiprocess: bool) -> PyResult<Statics> {
+        let i = |s: &str| PyString::intern(py, s).unbind();
+        let template = PyDict::new(py);
+        template.set_item("wsgi.version", (1, 0))?;
+        template.set_item("wsgi.url_scheme", config.url_scheme.as_str())?;
+        template.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
+        template.set_item("wsgi.multithread", config.max_workers > 1)?;
+        template.set_item("wsgi.multiprocess", multiprocess)?;
+        template.set_item("wsgi.run_once", false)?;
+        template.set_item("wsgi.input_terminated", true)?;
+        let file_wrapper = PyType::new::<FileWrapper>(py);
+        template.set_item("wsgi.file_wrapper", &file_wrapper)?;
+        template.set_item("SCRIPT_NAME", config.url_prefix.as_deref().unwrap_or(""))?;
+        template.set_item("SERVER_SOFTWARE", concat!("zibai/", env!("CARGO_PKG_VERSION")))?;
+        Ok(Statics {
+            template: template.unbind(),
+            keys: Keys {
+                request_method: i("REQUEST_METHOD"),
+                path_info: i("PATH_INFO"),
+                query_string: i("QUERY_STRING"),
+                content_type: i("CONTENT_TYPE"),
+                content_length: i("CONTENT_LENGTH"),
+                server_name: i("SERVER_NAME"),
+                server_port: i("SERVER_PORT"),
+                server_protocol: i("SERVER_PROTOCOL"),
+                remote_addr: i("REMOTE_ADDR"),
+                remote_port: i("REMOTE_PORT"),
+                request_uri: i("REQUEST_URI"),
+                raw_uri: i("RAW_URI"),
+                wsgi_input: i("wsgi.input"),
+                http11: i("HTTP/1.1"),
+                http10: i("HTTP/1.0"),
+                empty: i(""),
+            },
+            common_headers: COMMON_HEADERS.iter().map(|h| (*h, i(&environ_key(h)))).collect(),
+            file_wrapper: file_wrapper.unbind(),
+        })
+    }
+
+    fn header_key<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+        for (h, key) in &self.common_headers {
+            if h.eq_ignore_ascii_case(name) {
+                return key.bind(py).clone();
+            }
+        }
+        PyString::new(py, &environ_key(name))
+    }
+
+    /// Builds the environ for `req`. Header names with `_` are dropped: they
+    /// would be indistinguishable from `-` once in the environ, a classic
+    /// way to smuggle e.g. `X_Forwarded_For` past a proxy.
+    pub fn environ<'py>(
+        &self,
+        py: Python<'py>,
+        req: &Request<'_, '_>,
+        info: &ConnInfo<'_>,
+        script_name: Option<&str>,
+        input: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let k = &self.keys;
+        let env = self.template.bind(py).copy()?;
+        env.set_item(k.request_method.bind(py), PyString::new(py, req.method))?;
+        let target = req.target.as_bytes();
+        env.set_item(k.request_uri.bind(py), latin1(py, target))?;
+        env.set_item(k.raw_uri.bind(py), latin1(py, target))?;
+        // absolute-form: keep only the path and query.
+        let origin = if target.first() != Some(&b'/') && target != b"*" {
+            match target
+                .iter()
+                .position(|&c| c == b':')
+                .filter(|&i| target[i..].starts_with(b"://"))
+            {
+                Some(i) => {
+                    let rest = &target[i + 3..];
+                    match rest.iter().position(|&c| c == b'/' || c == b'?') {
+                        Some(j) => &rest[j..],
+                        None => b"/",
+                    }
+                }
+                None => target,
+            }
+        } else {
+            target
+        };
+        let (path, query) = match origin.iter().position(|&c| c == b'?') {
+            Some(q) => (&origin[..q], &origin[q + 1..]),
+            None => (origin, &b""[..]),
+        };
+        let path = match path.iter().position(|&c| c == b'#') {
+            Some(h) => &path[..h],
+            None => path,
+        };
+        let decoded = percent_decode(path);
+        let mut path_info: &[u8] = &decoded;
+        if let Some(prefix) = script_name {
+            let p = prefix.as_bytes();
+            if path_info.starts_with(p) && (path_info.len() == p.len() || path_info[p.len()] == b'/') {
+                path_info = &path_info[p.len()..];
+            }
+        }
+        env.set_item(k.path_info.bind(py), latin1(py, path_info))?;
+        env.set_item(
+            k.query_string.bind(py),
+            if query.is_empty() {
+                k.empty.bind(py).clone()
+            } else {
+                latin1(py, query)
+            },
+        )?;
+        env.set_item(
+            k.server_protocol.bind(py),
+            match req.version {
+                Version::Http11 => k.http11.bind(py),
+                Version::Http10 => k.http10.bind(py),
+            },
+        )?;
+        env.set_item(k.remote_addr.bind(py), info.peer.addr.as_str())?;
+        env.set_item(k.remote_port.bind(py), info.peer.port.as_str())?;
+        let mut host: Option<&[u8]> = None;
+        let headers = req.headers;
+        for (i, h) in headers.iter().enumerate() {
+            let name = h.name;
+            if name.contains('_') || headers[..i].iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            let repeats = headers[i + 1..]
+                .iter()
+                .filter(|p| p.name.eq_ignore_ascii_case(name))
+                .count();
+            let value = if repeats == 0 {
+                latin1(py, h.value)
+            } else {
+                let mut joined = h.value.to_vec();
+                for p in headers[i + 1..].iter().filter(|p| p.name.eq_ignore_ascii_case(name)) {
+                    joined.push(b',');
+                    joined.extend_from_slice(p.value);
+                }
+                latin1(py, &joined)
+            };
+            if name.eq_ignore_ascii_case("content-type") {
+                env.set_item(k.content_type.bind(py), value)?;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                env.set_item(k.content_length.bind(py), value)?;
+            } else {
+                if name.eq_ignore_ascii_case("host") {
+                    host = Some(h.value);
+                }
+                env.set_item(self.header_key(py, name), value)?;
+            }
+        }
+        let (server_name, server_port) = server_name_port(host, info.local, &env)?;
+        env.set_item(k.server_name.bind(py), server_name)?;
+        env.set_item(k.server_port.bind(py), server_port)?;
+        env.set_item(k.wsgi_input.bind(py), input)?;
+        Ok(env)
+    }
+}
+
+/// SERVER_NAME and SERVER_PORT from the Host header (as gunicorn does),
+/// else from the listening socket.
+fn server_name_port(host: Option<&[u8]>, local: &Local, env: &Bound<'_, PyDict>) -> PyResult<(String, String)> {
+    if let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()).filter(|h| !h.is_empty()) {
+        let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((v6, p)) => (format!("[{v6}]"), p.strip_prefix(':').unwrap_or("")),
+                None => (host.to_string(), ""),
+            }
+        } else {
+            match host.rsplit_once(':') {
+                Some((n, p)) => (n.to_string(), p),
+                None => (host.to_string(), ""),
+            }
+        };
+        let port = if port.is_empty() {
+            let https = env
+                .get_item("wsgi.url_scheme")?
+                .is_some_and(|s| s.extract::<String>().is_ok_and(|s| s == "https"));
+            if https { "443".to_string() } else { "80".to_string() }
+        } else {
+            port.to_string()
+        };
+        return Ok((name, port));
+    }
+    Ok(match local {
+        Local::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
+        Local::Unix(p) => (p.clone(), String::new()),
+    })
+}
+
+/// `wsgi.file_wrapper`: iterates a file-like in blocks; when the server sees
+/// it returned with a real file behind it, it uses sendfile(2) instead.
+#[pyclass(module = "zibai", name = "FileWrapper")]
+pub struct FileWrapper {
+    filelike: Py<PyAny>,
+    blksize: usize,
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, blksize=8192))]
+    fn new(filelike: Py<PyAny>, blksize: usize) -> Self {
+        FileWrapper {
+            filelike,
+            blksize: blksize.max(1),
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let data = self.filelike.bind(py).call_method1("read", (self.blksize,))?;
+        Ok(if data.is_truthy()? { Some(data) } else { None })
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let f = self.filelike.bind(py);
+        if f.hasattr("close")? {
+            f.call_method0("close")?;
+        }
+        Ok(())
+    }
+}
+
+/// How serving one request ended, for the connection and the access log.
+pub struct Outcome {
+    pub code: u16,
+    pub body_bytes: u64,
+    pub close: bool,
+    /// The last of the response, written once the GIL is released.
+    pub last: Option<Framed>,
+}
+
+enum Failure {
+    Python(PyErr),
+    /// The client went away (or stalled past the write timeout).
+    Client,
+}
+
+impl From<PyErr> for Failure {
+    fn from(e: PyErr) -> Self {
+        Failure::Python(e)
+    }
+}
+
+fn not_started() -> PyErr {
+    pyo3::exceptions::PyAssertionError::new_err("the app returned a body before calling start_response")
+}
+
+fn chunk_of(item: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
+    match item.cast::<PyBytes>() {
+        Ok(b) => Ok(PyBackedBytes::from(b.clone())),
+        Err(_) => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "the app must yield bytes, not {}",
+            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+impl Statics {
+    /// Calls the app and frames its response. Never lets a Python error
+    /// escape: before the head is out it becomes a 500, after it the
+    /// connection is closed. The iterable's `close()` is always called.
+    pub fn run_app(
+        &self,
+        py: Python<'_>,
+        app: &Py<PyAny>,
+        environ: Bound<'_, PyDict>,
+        sr: &Bound<'_, StartResponse>,
+        request_line: &dyn Fn() -> String,
+    ) -> Outcome {
+        let result = app.bind(py).call1((environ, sr));
+        let outcome = match &result {
+            Ok(iterable) => {
+                let r = self.write_body(py, iterable, sr);
+                if let Ok(close) = iterable.getattr(pyo3::intern!(py, "close"))
+                    && let Err(e) = close.call0()
+                {
+                    log::error!(
+                        "close() of the response of {} failed:\n{}",
+                        request_line(),
+                        traceback(py, &e)
+                    );
+                }
+                r
+            }
+            Err(e) => Err(Failure::Python(e.clone_ref(py))),
+        };
+        let mut me = sr.borrow_mut();
+        let resp = &mut me.resp;
+        match outcome {
+            Ok(last) => Outcome {
+                code: resp.code(),
+                body_bytes: resp.body_sent,
+                close: resp.must_close,
+                last,
+            },
+            Err(Failure::Client) => Outcome {
+                code: resp.code(),
+                body_bytes: resp.body_sent,
+                close: true,
+                last: None,
+            },
+            Err(Failure::Python(e)) => {
+                log::error!("error handling {}:\n{}", request_line(), traceback(py, &e));
+                if resp.head_sent() {
+                    // Too late for a 500: all we can do is cut the body short.
+                    return Outcome {
+                        code: resp.code(),
+                        body_bytes: resp.body_sent,
+                        close: true,
+                        last: None,
+                    };
+                }
+                let msg = simple_response(500, "Internal Server Error", &super::date_now(), true);
+                Outcome {
+                    code: 500,
+                    body_bytes: 0,
+                    close: true,
+                    last: Some(Framed::raw(msg)),
+                }
+            }
+        }
+    }
+
+    /// Produces the body; returns its last piece, still to be written.
+    fn write_body(
+        &self,
+        py: Python<'_>,
+        iterable: &Bound<'_, PyAny>,
+        sr: &Bound<'_, StartResponse>,
+    ) -> Result<Option<Framed>, Failure> {
+        // The common case: a list (or tuple) of bytes, all produced already.
+        let seq = iterable
+            .cast::<PyList>()
+            .ok()
+            .map(|l| l.as_sequence().clone())
+            .or_else(|| iterable.cast::<PyTuple>().ok().map(|t| t.as_sequence().clone()));
+        if let Some(seq) = seq {
+            let mut chunks = Vec::with_capacity(seq.len().unwrap_or(1));
+            for item in seq.try_iter()? {
+                chunks.push(chunk_of(&item?)?);
+            }
+            let mut me = sr.borrow_mut();
+            if !me.resp.started() {
+                return Err(not_started().into());
+            }
+            return Ok(Some(me.resp.frame(chunks, true)));
+        }
+        if iterable.is_instance(self.file_wrapper.bind(py))? {
+            let wrapper = iterable.cast::<FileWrapper>().map_err(PyErr::from)?;
+            if let Some(r) = self.try_sendfile(py, &wrapper.borrow(), sr)? {
+                return r;
+            }
+        }
+        for item in iterable.try_iter()? {
+            let chunk = chunk_of(&item?)?;
+            if chunk.is_empty() {
+                continue;
+            }
+            let mut me = sr.borrow_mut();
+            if !me.resp.started() {
+                return Err(not_started().into());
+            }
+            if me.resp.send(py, vec![chunk], false).is_err() {
+                return Err(Failure::Client);
+            }
+        }
+        let mut me = sr.borrow_mut();
+        if !me.resp.started() {
+            return Err(not_started().into());
+        }
+        if me.resp.broken {
+            return Err(Failure::Client);
+        }
+        Ok(Some(me.resp.frame(Vec::new(), true)))
+    }
+
+    /// sendfile(2) for a wrapper around a regular file; `None` means "not a
+    /// real file, iterate it instead".
+    fn try_sendfile(
+        &self,
+        py: Python<'_>,
+        wrapper: &FileWrapper,
+        sr: &Bound<'_, StartResponse>,
+    ) -> PyResult<Option<Result<Option<Framed>, Failure>>> {
+        let f = wrapper.filelike.bind(py);
+        let Ok(fileno) = f.call_method0("fileno").and_then(|n| n.extract::<i32>()) else {
+            return Ok(None);
+        };
+        let Ok(offset) = f.call_method0("tell").and_then(|n| n.extract::<i64>()) else {
+            return Ok(None);
+        };
+        // SAFETY: the file object owns `fileno` and stays alive (referenced by
+        // `wrapper`) for the whole borrow; we never close it.
+        let file = unsafe { BorrowedFd::borrow_raw(fileno) };
+        let Ok(stat) = nix::sys::stat::fstat(file) else {
+            return Ok(None);
+        };
+        if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(None);
+        }
+        let mut me = sr.borrow_mut();
+        if !me.resp.started() {
+            return Err(not_started());
+        }
+        let available = (stat.st_size as u64).saturating_sub(offset as u64);
+        let len = me.resp.content_length().map_or(available, |cl| cl.min(available));
+        if me.resp.send_head(py, Some(len)).is_err() {
+            return Ok(Some(Err(Failure::Client)));
+        }
+        if me.resp.framing() != Framing::NoBody && len > 0 {
+            let sock = me.resp.sock();
+            let timeout = me.resp.write_timeout();
+            match py.detach(|| sendfile_all(sock.fd_borrow(), file, offset, len, timeout)) {
+                Ok(n) => me.resp.note_sent(n),
+                Err(_) => {
+                    me.resp.must_close = true;
+                    return Ok(Some(Err(Failure::Client)));
+                }
+            }
+        }
+        // Checks the promised length and ends the body.
+        Ok(Some(Ok(Some(me.resp.frame(Vec::new(), true)))))
+    }
+}
