@@ -377,7 +377,7 @@ impl StartResponse {
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         {
-            let mut me = slf.borrow_mut();
+            let mut me = slf.try_borrow_mut()?;
             let exc = exc_info.filter(|e| !e.is_none());
             match exc {
                 Some(exc) if me.resp.head_sent => {

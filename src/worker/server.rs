@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::date_now;
 use super::input::{BodyReader, Input};
@@ -110,7 +111,17 @@ pub fn thread_main(shared: &Shared) {
             let conn = py.detach(|| io_phase(shared, after, last.as_ref()));
             // The response's bytes objects are released with the GIL held.
             drop(last);
-            served = serve(py, shared, conn);
+            let (slot, sock) = (conn.slot, conn.sock.clone());
+            served = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(py, shared, conn))) {
+                Ok(s) => s,
+                Err(_) => {
+                    // A bug of ours; the thread and the other connections live on.
+                    log::error!("internal error while serving a request; connection closed");
+                    let _ = shared.epoll.delete(sock.fd.as_fd());
+                    shared.registry.remove(slot);
+                    None
+                }
+            };
         }
     })
 }
@@ -402,6 +413,18 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
     }
 }
 
+/// What `serve` keeps of a parsed head once the buffer is handed on.
+struct Head<'py> {
+    http11: bool,
+    head_len: usize,
+    body: BodyKind,
+    expect_continue: bool,
+    keep_alive: bool,
+    is_head: bool,
+    request_line: String,
+    environ: PyResult<Bound<'py, PyDict>>,
+}
+
 /// With the GIL: runs the app on the complete request at the start of
 /// `conn.buf`. Returns what is left to write, or `None` if the connection
 /// was closed.
@@ -436,22 +459,31 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
             shared.config.url_prefix.as_deref(),
             input.clone().into_any(),
         );
-        Some((
+        Some(Head {
             http11,
-            req.head_len,
-            req.body,
-            req.expect_continue,
-            req.keep_alive,
-            req.method == "HEAD",
+            head_len: req.head_len,
+            body: req.body,
+            expect_continue: req.expect_continue,
+            keep_alive: req.keep_alive && !shared.stopping(),
+            is_head: req.method == "HEAD",
             request_line,
             environ,
-        ))
+        })
     });
-    let Some((http11, head_len, body, expect_continue, keep_alive, is_head, request_line, environ)) = parsed else {
+    let Some(Head {
+        http11,
+        head_len,
+        body,
+        expect_continue,
+        keep_alive,
+        is_head,
+        request_line,
+        environ,
+    }) = parsed
+    else {
         close_conn(shared, conn);
         return None;
     };
-    let keep_alive = keep_alive && !shared.stopping();
     let environ = match environ {
         Ok(e) => e,
         Err(e) => {
@@ -462,7 +494,11 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
     };
     conn.buf.drain(..head_len);
     let buf = std::mem::take(&mut conn.buf);
-    input.borrow_mut().reader = Some(BodyReader::new(
+    let Ok(mut slot) = input.try_borrow_mut() else {
+        close_conn(shared, conn);
+        return None;
+    };
+    slot.reader = Some(BodyReader::new(
         conn.sock.clone(),
         buf,
         body,
@@ -470,6 +506,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         timeouts.read,
         limits.max_body_size,
     ));
+    drop(slot);
     let start_response = StartResponse {
         resp: Response::new(ResponseSetup {
             sock: conn.sock.clone(),
@@ -487,8 +524,10 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
     let outcome = shared
         .statics
         .run_app(py, &shared.app, environ, &sr, &|| request_line.clone());
-    let reader = input.borrow_mut().reader.take();
-    let mut close = outcome.close || shared.stopping();
+    // An app that kept wsgi.input busy on a thread of its own loses it; the
+    // connection cannot be reused then.
+    let reader = input.try_borrow_mut().ok().and_then(|mut i| i.reader.take());
+    let mut close = outcome.close || shared.stopping() || reader.is_none();
     if let Some(mut reader) = reader {
         if !reader.is_done() && !close && !py.detach(|| reader.drain(DRAIN_LIMIT)) {
             close = true;

@@ -425,7 +425,19 @@ impl Statics {
             }
             Err(e) => Err(Failure::Python(e.clone_ref(py))),
         };
-        let mut me = sr.borrow_mut();
+        // The app may still be using start_response from a thread of its own.
+        let Ok(mut me) = sr.try_borrow_mut() else {
+            log::error!(
+                "start_response of {} is still in use after the app returned",
+                request_line()
+            );
+            return Outcome {
+                code: 0,
+                body_bytes: 0,
+                close: true,
+                last: None,
+            };
+        };
         let resp = &mut me.resp;
         match outcome {
             Ok(last) => Outcome {
@@ -480,7 +492,7 @@ impl Statics {
             for item in seq.try_iter()? {
                 chunks.push(chunk_of(&item?)?);
             }
-            let mut me = sr.borrow_mut();
+            let mut me = sr.try_borrow_mut().map_err(PyErr::from)?;
             if !me.resp.started() {
                 return Err(not_started().into());
             }
@@ -497,7 +509,7 @@ impl Statics {
             if chunk.is_empty() {
                 continue;
             }
-            let mut me = sr.borrow_mut();
+            let mut me = sr.try_borrow_mut().map_err(PyErr::from)?;
             if !me.resp.started() {
                 return Err(not_started().into());
             }
@@ -505,7 +517,7 @@ impl Statics {
                 return Err(Failure::Client);
             }
         }
-        let mut me = sr.borrow_mut();
+        let mut me = sr.try_borrow_mut().map_err(PyErr::from)?;
         if !me.resp.started() {
             return Err(not_started().into());
         }
@@ -539,7 +551,7 @@ impl Statics {
         if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Ok(None);
         }
-        let mut me = sr.borrow_mut();
+        let mut me = sr.try_borrow_mut().map_err(PyErr::from)?;
         if !me.resp.started() {
             return Err(not_started());
         }
