@@ -13,6 +13,11 @@
 //! It never does I/O and never allocates: headers are written into the
 //! caller's slice and everything returned borrows from the caller's buffer.
 //!
+//! Deliberately not refused here: a missing Host (gunicorn serves it, and
+//! WSGI falls back to SERVER_NAME), repeated non-framing fields, and names
+//! containing `_` (the WSGI layer drops those, since `Content_Length` and
+//! `Content-Length` would both become `HTTP_CONTENT_LENGTH`).
+//!
 //! Why not httparse's `parse`: httparse accepts bare-LF line endings, cannot
 //! tell an unsupported version (505) from garbage (400), and does not report
 //! per-line sizes, so the limits below could not be enforced exactly. We keep
@@ -257,8 +262,11 @@ pub fn parse_request<'h, 'b>(
 
     let line_start = pos;
     let (method, target, version) = match find_line(buf, pos) {
+        // The method within the length limit first, then the length, in both
+        // arms: the first problem by position wins, so a prefix of a request
+        // never gets a different answer than the whole request would.
         Line::Partial { len } => {
-            check_method_prefix(&buf[line_start..])?;
+            check_method_prefix(&buf[line_start..line_start + len.min(limits.max_request_line)])?;
             if len > limits.max_request_line {
                 return Err(RequestError::RequestLineTooLong);
             }
@@ -266,7 +274,7 @@ pub fn parse_request<'h, 'b>(
         }
         Line::Complete { end, next, crlf } => {
             let line = &buf[line_start..end];
-            check_method_prefix(line)?;
+            check_method_prefix(&line[..line.len().min(limits.max_request_line)])?;
             if line.len() > limits.max_request_line {
                 return Err(RequestError::RequestLineTooLong);
             }
@@ -393,8 +401,13 @@ fn parse_request_line(line: &[u8]) -> Result<(&str, &str, Version), RequestError
     let rest = &line[method_len + 1..];
     let target_len = rest.iter().position(|&b| b == b' ').ok_or(RequestError::RequestLine)?;
     let target = &rest[..target_len];
-    check_target(method, target)?;
+    if target.is_empty() {
+        // Two spaces: no target, and the version would be misread.
+        return Err(RequestError::Target);
+    }
+    // The version first: `PRI * HTTP/2.0` deserves a 505, not a 400 for `*`.
     let version = parse_version(&rest[target_len + 1..])?;
+    check_target(method, target)?;
 
     // Tokens are ASCII, so these cannot fail; checked rather than unsafe
     // because the cost is a few bytes per request.
@@ -770,12 +783,24 @@ mod tests {
         }
     }
 
+    /// (input, method, target, version, header count, body, keep_alive,
+    /// expect_continue)
+    type ValidCase = (
+        &'static [u8],
+        &'static str,
+        &'static str,
+        Version,
+        usize,
+        BodyKind,
+        bool,
+        bool,
+    );
+
     #[test]
     fn valid_requests() {
         use BodyKind::*;
         use Version::*;
-        // (input, method, target, version, header count, body, keep_alive, expect_continue)
-        let cases: &[(&[u8], &str, &str, Version, usize, BodyKind, bool, bool)] = &[
+        let cases: &[ValidCase] = &[
             (b"GET / HTTP/1.1\r\n\r\n", "GET", "/", Http11, 0, Empty, true, false),
             (b"GET / HTTP/1.0\r\n\r\n", "GET", "/", Http10, 0, Empty, false, false),
             (b"\r\nGET / HTTP/1.1\r\n\r\n", "GET", "/", Http11, 0, Empty, true, false),
@@ -1041,6 +1066,7 @@ mod tests {
             (b"GET\n/\nHTTP/1.1\r\n\r\n", LineEnding),
             // Request line.
             (b"GET HTTP/1.1\r\n\r\n", RequestLine),
+            (b"GET\r\n\r\n", RequestLine),
             (b"GET /\r\n\r\n", RequestLine),
             (b"GET  / HTTP/1.1\r\n\r\n", Target),
             (b" GET / HTTP/1.1\r\n\r\n", Method),
@@ -1074,6 +1100,7 @@ mod tests {
             (b"GET / HTTP/2.0\r\n\r\n", UnsupportedVersion),
             (b"GET / HTTP/1.2\r\n\r\n", UnsupportedVersion),
             (b"GET / HTTP/0.9\r\n\r\n", UnsupportedVersion),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", UnsupportedVersion),
             // Header lines.
             (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", HeaderName),
             (b"GET / HTTP/1.1\r\nHost\t: x\r\n\r\n", HeaderName),
@@ -1264,6 +1291,23 @@ mod tests {
         );
         // Leading empty lines do not count against the request line.
         assert_valid_split(b"\r\n\r\nGET /012345 HTTP/1.1\r\n\r\n", &limits);
+    }
+
+    /// Found by fuzz/request_head: a bad method byte early in a request line
+    /// that is also too long was 400 when read in pieces and 414 whole.
+    #[test]
+    fn fuzz_bad_method_in_an_overlong_line() {
+        let limits = Limits {
+            max_request_line: 64,
+            ..Limits::default()
+        };
+        let input = b"CONN\x01\x00T [GET /f::/)\xff\xff(\xff*ZZZZZZZ\x00ZZZZZZZZZZent-Length0 2ZZZZZZZZZZ\r\n";
+        assert_invalid_split(input, &limits, RequestError::Method);
+        // A method that is fine within the limit: the length decides, whole
+        // or in pieces, whatever comes after the limit.
+        let mut long = vec![b'A'; 70];
+        long.extend_from_slice(b"\x00 / HTTP/1.1\r\n\r\n");
+        assert_invalid_split(&long, &limits, RequestError::RequestLineTooLong);
     }
 
     #[test]

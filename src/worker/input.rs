@@ -37,8 +37,8 @@ pub struct BodyReader {
     dpos: usize,
     /// `Expect: 100-continue` not answered yet.
     pub continue_pending: bool,
-    /// Set once the response head went out; a 100 Continue is then too late.
-    pub head_sent: bool,
+    /// The body could not be read: the request failed on the client's side.
+    failure: Option<BodyError>,
     timeout: Duration,
     max_body: u64,
 }
@@ -51,6 +51,19 @@ pub enum BodyError {
     Chunked(#[from] crate::proto::chunked::ChunkedError),
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+impl BodyError {
+    /// What the client should be answered, if anything: a bad or oversized
+    /// body is the client's error (400/413), a stalled one times out (408),
+    /// a vanished one gets nothing.
+    pub fn status(&self) -> Option<(u16, &'static str)> {
+        match self {
+            BodyError::Chunked(e) => Some((e.status(), e.reason())),
+            BodyError::Io(e) if e.kind() == io::ErrorKind::TimedOut => Some((408, "Request Timeout")),
+            BodyError::Truncated | BodyError::Io(_) => None,
+        }
+    }
 }
 
 impl BodyReader {
@@ -77,7 +90,7 @@ impl BodyReader {
             decoded: Vec::new(),
             dpos: 0,
             continue_pending: expect_continue && !done,
-            head_sent: false,
+            failure: None,
             timeout,
             max_body,
         }
@@ -96,10 +109,8 @@ impl BodyReader {
     fn read_socket(&mut self) -> Result<(), BodyError> {
         if self.continue_pending {
             self.continue_pending = false;
-            if !self.head_sent {
-                let mut msg = [io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
-                write_all(self.sock.fd_borrow(), &mut msg, self.timeout)?;
-            }
+            let mut msg = [io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
+            write_all(self.sock.fd_borrow(), &mut msg, self.timeout)?;
         }
         if self.pos > 0 && self.pos == self.buf.len() {
             self.buf.clear();
@@ -157,8 +168,25 @@ impl BodyReader {
     }
 
     /// Appends up to `max` bytes of body to `out`, stopping after `stop_at`
-    /// if given (readline); reads the socket as needed.
-    pub fn read_into(&mut self, out: &mut Vec<u8>, max: usize, stop_at: Option<u8>) -> Result<(), BodyError> {
+    /// if given (readline); reads the socket as needed. A failure is
+    /// remembered: the server, not the app, decides how the request ends.
+    pub fn read_into(&mut self, out: &mut Vec<u8>, max: usize, stop_at: Option<u8>) -> Result<(), String> {
+        if let Some(f) = &self.failure {
+            return Err(f.to_string());
+        }
+        self.read_inner(out, max, stop_at).map_err(|e| {
+            let msg = e.to_string();
+            self.failure = Some(e);
+            msg
+        })
+    }
+
+    /// Why the body could not be read, if it could not.
+    pub fn failure(&self) -> Option<&BodyError> {
+        self.failure.as_ref()
+    }
+
+    fn read_inner(&mut self, out: &mut Vec<u8>, max: usize, stop_at: Option<u8>) -> Result<(), BodyError> {
         while out.len() < max {
             let want = max - out.len();
             let chunk = self.available(want)?;
@@ -228,8 +256,8 @@ pub struct Input {
     pub reader: Option<BodyReader>,
 }
 
-fn to_pyerr(e: BodyError) -> PyErr {
-    PyIOError::new_err(e.to_string())
+fn to_pyerr(e: String) -> PyErr {
+    PyIOError::new_err(e)
 }
 
 fn size_arg(size: Option<isize>) -> usize {

@@ -40,6 +40,10 @@ impl WorkerError {
     }
 }
 
+/// Set once the worker begins to stop: responses from then on close their
+/// connections. Process-wide, like the signal that sets it.
+pub(crate) static STOPPING: AtomicBool = AtomicBool::new(false);
+
 thread_local! {
     static DATE: Cell<(u64, [u8; 29])> = const { Cell::new((0, [0; 29])) };
 }
@@ -95,7 +99,6 @@ pub fn run(config: Config, listeners: Vec<Listener>, multiprocess: bool) -> Resu
         epoll,
         listeners,
         registry: Registry::new(),
-        stopping: AtomicBool::new(false),
         app,
         statics,
     });

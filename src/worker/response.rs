@@ -235,6 +235,9 @@ impl Response {
             self.must_close = true;
             Framing::Close
         };
+        if super::STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
+            self.must_close = true;
+        }
         if self.must_close {
             if http11 {
                 w.header(b"Connection", b"close");

@@ -10,7 +10,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
@@ -43,7 +43,6 @@ pub struct Shared {
     pub epoll: Epoll,
     pub listeners: Vec<Listener>,
     pub registry: Registry,
-    pub stopping: AtomicBool,
     pub app: Py<PyAny>,
     pub statics: Statics,
 }
@@ -74,7 +73,7 @@ impl Shared {
 
     /// Graceful stop, step one: no new connections.
     pub fn stop_accepting(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
+        super::STOPPING.store(true, Ordering::SeqCst);
         for l in &self.listeners {
             let _ = self.epoll.delete(l.fd.as_fd());
             // On Linux, shutting down a listening socket makes it refuse
@@ -85,7 +84,7 @@ impl Shared {
     }
 
     fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
+        super::STOPPING.load(Ordering::Relaxed)
     }
 }
 
@@ -321,6 +320,14 @@ fn arm(shared: &Shared, conn: Box<Conn>, flags: EpollFlags) {
     }
 }
 
+/// What a connection's buffer still lacks before its request can be served.
+enum Need {
+    Nothing,
+    Head,
+    /// A small body, read before the app is called.
+    Body,
+}
+
 /// Parses the head at the start of `buf` with header storage on the stack
 /// for the usual limit, so the hot path does not allocate.
 fn with_request<R>(
@@ -396,14 +403,26 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
         }
         let buffered = conn.buf.len();
         let verdict = with_request(&conn.buf, limits, |parsed| match parsed {
-            Ok(Some(req)) => Ok(matches!(req.body, BodyKind::Length(n)
-                    if n <= PREREAD_BODY && !req.expect_continue && ((buffered - req.head_len) as u64) < n)),
-            Ok(None) => Ok(true),
+            Ok(Some(req)) => Ok(match req.body {
+                BodyKind::Length(n)
+                    if n <= PREREAD_BODY && !req.expect_continue && ((buffered - req.head_len) as u64) < n =>
+                {
+                    Need::Body
+                }
+                _ => Need::Nothing,
+            }),
+            Ok(None) => Ok(Need::Head),
             Err(e) => Err(e),
         });
         match verdict {
-            Ok(false) => return Some(conn),
-            Ok(true) => conn.incomplete = true,
+            Ok(Need::Nothing) => return Some(conn),
+            Ok(Need::Head) => conn.incomplete = true,
+            Ok(Need::Body) => {
+                // Past the head, the client gets the body's patience: the
+                // read timeout, counted from its last progress.
+                conn.incomplete = true;
+                shared.registry.set_deadline(&conn.sock, timeouts.read);
+            }
             Err(e) => {
                 refuse(shared, &conn, e);
                 close_conn(shared, conn);
@@ -523,7 +542,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
     };
     let outcome = shared
         .statics
-        .run_app(py, &shared.app, environ, &sr, &|| request_line.clone());
+        .run_app(py, &shared.app, environ, &sr, &input, &|| request_line.clone());
     // An app that kept wsgi.input busy on a thread of its own loses it; the
     // connection cannot be reused then.
     let reader = input.try_borrow_mut().ok().and_then(|mut i| i.reader.take());

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 
+use super::input::Input;
 use super::io::sendfile_all;
 use super::python::traceback;
 use super::response::{Framed, StartResponse};
@@ -406,6 +407,7 @@ impl Statics {
         app: &Py<PyAny>,
         environ: Bound<'_, PyDict>,
         sr: &Bound<'_, StartResponse>,
+        input: &Bound<'_, Input>,
         request_line: &dyn Fn() -> String,
     ) -> Outcome {
         let result = app.bind(py).call1((environ, sr));
@@ -453,6 +455,34 @@ impl Statics {
                 last: None,
             },
             Err(Failure::Python(e)) => {
+                // A body the client failed to send is the client's error, not
+                // the app's: answer it as such, whatever the app raised.
+                let body_failure = input.try_borrow().ok().and_then(|i| {
+                    i.reader
+                        .as_ref()
+                        .and_then(|r| r.failure().map(|f| (f.to_string(), f.status())))
+                });
+                if let Some((why, status)) = body_failure {
+                    log::warn!("{}: {why}", request_line());
+                    let last = match status {
+                        Some((code, reason)) if !resp.head_sent() => {
+                            let msg = simple_response(code, reason, &super::date_now(), true);
+                            return Outcome {
+                                code,
+                                body_bytes: 0,
+                                close: true,
+                                last: Some(Framed::raw(msg)),
+                            };
+                        }
+                        _ => None,
+                    };
+                    return Outcome {
+                        code: if resp.head_sent() { resp.code() } else { 0 },
+                        body_bytes: resp.body_sent,
+                        close: true,
+                        last,
+                    };
+                }
                 log::error!("error handling {}:\n{}", request_line(), traceback(py, &e));
                 if resp.head_sent() {
                     // Too late for a 500: all we can do is cut the body short.

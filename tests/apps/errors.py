@@ -1,0 +1,60 @@
+"""Apps that get WSGI wrong, one per path; /ok works."""
+
+import sys
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    text = [("Content-Type", "text/plain")]
+    if path == "/ok":
+        start_response("200 OK", text)
+        return [b"ok"]
+    if path == "/before":
+        raise RuntimeError("boom-before-start-response")
+    if path == "/after-start":
+        start_response("200 OK", text)
+        raise RuntimeError("boom-after-start-response")
+    if path == "/mid":
+        start_response("200 OK", text)
+
+        def gen():
+            yield b"first-chunk;"
+            raise RuntimeError("boom-mid-stream")
+
+        return gen()
+    if path == "/str":
+        start_response("200 OK", text)
+        return ["a str, not bytes"]
+    if path == "/bad-status":
+        start_response("200", text)
+        return [b"bad status"]
+    if path == "/bad-status-word":
+        start_response("OK 200", text)
+        return [b"bad status"]
+    if path == "/crlf":
+        start_response("200 OK", text + [("X-Bad", "a\r\nX-Injected: 1")])
+        return [b"crlf"]
+    if path == "/twice":
+        start_response("200 OK", text)
+        start_response("201 Created", text)
+        return [b"twice"]
+    if path == "/exc-info":
+        start_response("200 OK", text)
+        try:
+            raise ValueError("handled-by-exc-info")
+        except ValueError:
+            start_response("500 Oops", text, sys.exc_info())
+        return [b"replaced"]
+    if path == "/exc-info-late":
+        write = start_response("200 OK", text)
+        write(b"already-sent;")
+        try:
+            raise ValueError("reraised-by-exc-info")
+        except ValueError:
+            start_response("500 Oops", text, sys.exc_info())
+        return [b"never"]
+    if path == "/none":
+        start_response("200 OK", text)
+        return None
+    start_response("404 Not Found", text)
+    return [b"not found"]

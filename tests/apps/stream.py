@@ -1,0 +1,98 @@
+"""Response framing and close() tracking.
+
+    /gen?n=N        a generator of N chunks `chunk-i;`, no Content-Length
+    /write          the write() callable, then a returned body
+    /short          Content-Length: 10 but 5 bytes sent
+    /long           Content-Length: 5 but 10 bytes sent
+    /fixed          a list body with an app Content-Length
+    /status?code=C  status C with a body the server must drop (204, 304)
+    /tracked?id=X   a generator whose close() records X
+    /tracked-list?id=X  a list subclass whose close() records X
+    /forever?id=X   streams 64 KiB chunks forever; close() records X
+    /raise-mid?id=X yields one chunk, then raises; close() records X
+    /closed?id=X    "yes" once close() was called for X, else "no"
+"""
+
+from urllib.parse import parse_qs
+
+CLOSED = set()
+CHUNK = b"z" * 65536
+
+
+class Tracked:
+    def __init__(self, ident, items, forever=False, raise_after=None):
+        self.ident = ident
+        self.items = list(items)
+        self.forever = forever
+        self.raise_after = raise_after
+        self.sent = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.forever:
+            return CHUNK
+        if self.raise_after is not None and self.sent >= self.raise_after:
+            raise RuntimeError("raise-mid for %s" % self.ident)
+        if not self.items:
+            raise StopIteration
+        self.sent += 1
+        return self.items.pop(0)
+
+    def close(self):
+        CLOSED.add(self.ident)
+
+
+class TrackedList(list):
+    def close(self):
+        CLOSED.add(self.ident)
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    qs = parse_qs(environ.get("QUERY_STRING", ""))
+    ident = qs.get("id", [""])[0]
+    text = [("Content-Type", "text/plain")]
+    if path == "/gen":
+        n = int(qs.get("n", ["3"])[0])
+        start_response("200 OK", text)
+        return (("chunk-%d;" % i).encode() for i in range(n))
+    if path == "/write":
+        write = start_response("200 OK", text)
+        write(b"written-1;")
+        write(b"written-2;")
+        return [b"returned"]
+    if path == "/short":
+        start_response("200 OK", text + [("Content-Length", "10")])
+        return [b"12345"]
+    if path == "/long":
+        start_response("200 OK", text + [("Content-Length", "5")])
+        return [b"12345", b"67890"]
+    if path == "/fixed":
+        start_response("200 OK", text + [("Content-Length", "5")])
+        return [b"fixed"]
+    if path == "/status":
+        code = qs.get("code", ["204"])[0]
+        start_response("%s Whatever" % code, text)
+        return [b"this body must not be sent"]
+    if path == "/tracked":
+        start_response("200 OK", text)
+        return Tracked(ident, [b"a", b"b", b"c"])
+    if path == "/tracked-list":
+        start_response("200 OK", text)
+        body = TrackedList([b"listed"])
+        body.ident = ident
+        return body
+    if path == "/forever":
+        start_response("200 OK", text)
+        return Tracked(ident, [], forever=True)
+    if path == "/raise-mid":
+        start_response("200 OK", text)
+        return Tracked(ident, [b"first;", b"second;"], raise_after=1)
+    if path == "/closed":
+        body = b"yes" if ident in CLOSED else b"no"
+        start_response("200 OK", text)
+        return [body]
+    start_response("404 Not Found", text)
+    return [b"not found"]

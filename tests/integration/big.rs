@@ -1,0 +1,60 @@
+//! 10 MiB responses, served as a list, a generator and through
+//! wsgi.file_wrapper (sendfile), compared byte for byte with what the test
+//! computes itself; the app's own sha256 is checked against the known one.
+
+use crate::util::{BIG_LEN, BIG_SHA256, Server, assert_same_body, big_body};
+
+fn download(path: &str, want_chunked: bool) {
+    let s = Server::start("big:app", &[]);
+    let mut c = s.connect();
+    let r = c.get(path);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-sha256"),
+        Some(BIG_SHA256),
+        "the app's body is not the expected one"
+    );
+    assert_eq!(r.is_chunked(), want_chunked, "{path}: {:?}", r.headers);
+    if !want_chunked {
+        assert_eq!(r.header("content-length"), Some(BIG_LEN.to_string().as_str()));
+    }
+    assert_same_body(&r.body, &big_body(), path);
+    // The connection is in sync afterwards.
+    assert_eq!(c.get("/small").text(), "small");
+}
+
+#[test]
+fn ten_mib_list_body() {
+    download("/list", false);
+}
+
+#[test]
+fn ten_mib_generator_body() {
+    download("/gen", true);
+}
+
+#[test]
+fn ten_mib_file_wrapper_body() {
+    download("/file", false);
+}
+
+#[test]
+fn ten_mib_file_wrapper_with_app_content_length() {
+    download("/file-with-length", false);
+}
+
+#[test]
+fn ten_mib_file_wrapper_over_bytesio() {
+    // Not a real file: iterated in blocks, so chunked on HTTP/1.1.
+    download("/bytesio", true);
+}
+
+#[test]
+fn head_of_a_file_wrapper_sends_no_body() {
+    let s = Server::start("big:app", &[]);
+    let mut c = s.connect();
+    let r = c.request(b"HEAD /file HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    // Had sendfile run anyway, 10 MiB would precede this response.
+    assert_eq!(c.get("/small").text(), "small");
+}

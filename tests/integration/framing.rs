@@ -1,0 +1,302 @@
+//! Connection reuse and message framing, both directions: keep-alive,
+//! HTTP/1.0, pipelining, HEAD, 204/304, chunked and close-delimited
+//! responses, wrong app Content-Lengths, Expect: 100-continue, and close()
+//! of the response iterable.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{Ending, Server};
+
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+#[test]
+fn keep_alive_serves_two_requests_on_one_connection() {
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    let a = c.get("/first");
+    let b = c.get("/second");
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.kv().at("PATH_INFO"), "/first");
+    assert_eq!(b.kv().at("PATH_INFO"), "/second");
+    // Same connection: same client port.
+    assert_eq!(a.kv().at("REMOTE_PORT"), b.kv().at("REMOTE_PORT"));
+    assert_eq!(a.header("connection"), None);
+}
+
+#[test]
+fn responses_carry_date_and_server_headers() {
+    let s = Server::start("echo_app:app", &[]);
+    let r = s.get("/");
+    assert_eq!(r.version, "HTTP/1.1");
+    assert_eq!(r.header("server"), Some("zibai"));
+    let date = r.header("date").expect("a Date header");
+    // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
+    assert_eq!(date.len(), 29, "{date:?}");
+    assert!(date.ends_with(" GMT"), "{date:?}");
+}
+
+#[test]
+fn http10_closes_by_default() {
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    let r = c.request(b"GET /one HTTP/1.0\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_ne!(
+        r.header("connection").map(str::to_ascii_lowercase).as_deref(),
+        Some("keep-alive")
+    );
+    c.expect_closed(CLOSE_WAIT);
+}
+
+#[test]
+fn http10_keep_alive_when_asked() {
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    let req = b"GET /ka HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n";
+    let a = c.request(req);
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.header("connection").map(str::to_ascii_lowercase).as_deref(),
+        Some("keep-alive")
+    );
+    let b = c.request(req);
+    assert_eq!(b.status, 200);
+    assert_eq!(a.kv().at("REMOTE_PORT"), b.kv().at("REMOTE_PORT"));
+    assert_eq!(b.kv().at("SERVER_PROTOCOL"), "HTTP/1.0");
+}
+
+#[test]
+fn http11_connection_close_is_honoured() {
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    let r = c.request(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    c.expect_closed(CLOSE_WAIT);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    // One write: a GET, a POST with a body, a GET.
+    c.send(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /c?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let a = c.response().kv();
+    let b = c.response().kv();
+    let cc = c.response().kv();
+    assert_eq!(a.at("PATH_INFO"), "/a");
+    assert_eq!((b.at("PATH_INFO"), b.at("_body")), ("/b", "hello"));
+    assert_eq!((cc.at("PATH_INFO"), cc.at("QUERY_STRING")), ("/c", "q=1"));
+    // And the connection is still good afterwards.
+    assert_eq!(c.get("/d").kv().at("PATH_INFO"), "/d");
+}
+
+#[test]
+fn head_has_no_body_and_keeps_the_connection_in_sync() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    let r = c.request(b"HEAD /fixed HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("5"));
+    // A generator body under HEAD: no body bytes either.
+    let r = c.request(b"HEAD /gen?n=3 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    // If any body byte had been sent, this response would be garbled.
+    let r = c.get("/fixed");
+    assert_eq!(r.text(), "fixed");
+}
+
+#[test]
+fn status_204_and_304_have_no_body() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    for code in [204, 304] {
+        let r = c.get(&format!("/status?code={code}"));
+        assert_eq!(r.status, code);
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("transfer-encoding"), None, "{code}: {r:?}");
+        // The app's body must not leak into the next response.
+        let next = c.get("/fixed");
+        assert_eq!((next.status, next.text().as_str()), (200, "fixed"), "after {code}");
+    }
+}
+
+#[test]
+fn generator_body_is_chunked_on_http11() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    let r = c.get("/gen?n=3");
+    assert!(r.is_chunked(), "{r:?}");
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.text(), "chunk-0;chunk-1;chunk-2;");
+    // The terminating chunk was there: the connection is reusable.
+    assert_eq!(c.get("/fixed").text(), "fixed");
+}
+
+#[test]
+fn empty_generator_body_is_a_valid_chunked_body() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    let r = c.get("/gen?n=0");
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert_eq!(c.get("/fixed").text(), "fixed");
+}
+
+#[test]
+fn generator_body_is_close_delimited_on_http10() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /gen?n=3 HTTP/1.0\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert!(!r.is_chunked(), "{r:?}");
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.text(), "chunk-0;chunk-1;chunk-2;");
+}
+
+#[test]
+fn list_body_gets_a_content_length() {
+    // big.py's /small returns [b"small"] without a Content-Length.
+    let s = Server::start("big:app", &[]);
+    let r = s.get("/small");
+    assert_eq!(r.header("content-length"), Some("5"), "{r:?}");
+    assert!(!r.is_chunked());
+    assert_eq!(r.text(), "small");
+}
+
+#[test]
+fn write_callable_then_returned_body() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    let r = c.get("/write");
+    assert_eq!(r.text(), "written-1;written-2;returned");
+    assert_eq!(c.get("/fixed").text(), "fixed");
+}
+
+#[test]
+fn app_content_length_too_short_closes_the_connection() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("10"));
+    // Only 5 bytes came, then the server closed: the body is incomplete.
+    assert!(!r.complete, "{r:?}");
+    assert_eq!(r.body, b"12345");
+    // No desync: a new connection is served normally.
+    assert_eq!(s.get("/fixed").text(), "fixed");
+    s.expect_log("promised a Content-Length of 10", Duration::from_secs(2));
+}
+
+#[test]
+fn app_content_length_too_long_is_truncated_and_closes() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"12345");
+    assert!(r.complete);
+    // Nothing of the extra bytes, and the connection is closed.
+    c.expect_closed(CLOSE_WAIT);
+    assert_eq!(s.get("/fixed").text(), "fixed");
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n");
+    // The body is not sent until the server asks for it.
+    let interim = c.read_response(false).unwrap();
+    assert_eq!(
+        (interim.status, interim.reason.as_str()),
+        (100, "Continue"),
+        "{interim:?}"
+    );
+    c.send(b"hello world");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.kv().at("_body"), "hello world");
+    // The connection is still usable.
+    assert_eq!(c.get("/after").kv().at("PATH_INFO"), "/after");
+}
+
+#[test]
+fn expect_100_continue_with_the_body_sent_at_once_keeps_the_connection_in_sync() {
+    // Clients may send the body without waiting for the 100.
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    c.send(b"POST /eager HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello");
+    let r = c.response();
+    assert_eq!(r.kv().at("_body"), "hello");
+    assert_eq!(c.get("/after").kv().at("PATH_INFO"), "/after");
+}
+
+#[test]
+fn expect_100_continue_is_not_sent_when_the_app_ignores_the_body() {
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    c.send(b"POST /x?read=none HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200, "the final response comes without a 100 first: {r:?}");
+    assert_eq!(r.kv().at("_body"), "");
+}
+
+#[test]
+fn expect_other_than_100_continue_is_417() {
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    let r = c.request(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: something-else\r\n\r\nabc");
+    assert_eq!(r.status, 417);
+    assert_eq!(s.get("/ok").status, 200);
+}
+
+#[test]
+fn close_is_called_after_a_normal_generator_and_a_list() {
+    let s = Server::start("stream:app", &[]);
+    let id = format!("normal-{}", crate::util::unique());
+    assert_eq!(s.get(&format!("/tracked?id={id}")).text(), "abc");
+    assert!(
+        s.poll_until(&format!("/closed?id={id}"), "yes", Duration::from_secs(5)),
+        "close() never called"
+    );
+    let id = format!("list-{}", crate::util::unique());
+    assert_eq!(s.get(&format!("/tracked-list?id={id}")).text(), "listed");
+    assert!(
+        s.poll_until(&format!("/closed?id={id}"), "yes", Duration::from_secs(5)),
+        "close() of a list never called"
+    );
+    // A sanity check of the tracking itself.
+    assert_eq!(s.get("/closed?id=never-used").text(), "no");
+}
+
+#[test]
+fn close_is_called_when_the_client_disconnects_mid_stream() {
+    let s = Server::start("stream:app", &[]);
+    let id = format!("gone-{}", crate::util::unique());
+    {
+        let mut c = s.connect();
+        c.send(format!("GET /forever?id={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got < 200_000 {
+            assert!(Instant::now() < deadline, "the stream did not start");
+            match c.read_to_end(Duration::from_millis(200)) {
+                Ending::Open(b) => got += b.len(),
+                other => panic!("the stream ended: {:?}", other.bytes().len()),
+            }
+        }
+        // Dropping the client closes the connection.
+    }
+    assert!(
+        s.poll_until(&format!("/closed?id={id}"), "yes", Duration::from_secs(5)),
+        "close() not called after the client went away"
+    );
+    assert_eq!(s.get("/fixed").text(), "fixed");
+}

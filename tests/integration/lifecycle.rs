@@ -1,0 +1,143 @@
+//! Signals and hooks: SIGTERM finishes in-flight requests and runs
+//! before_graceful_exit then before_died; SIGINT exits at once (before_died
+//! still runs).
+
+use std::time::{Duration, Instant};
+
+use crate::util::{Client, Server, describe_status};
+
+fn hooks_args() -> [&'static str; 6] {
+    [
+        "--before-serve",
+        "hooks:before_serve",
+        "--before-graceful-exit",
+        "hooks:before_graceful_exit",
+        "--before-died",
+        "hooks:before_died",
+    ]
+}
+
+fn hooks_log(s: &Server) -> Vec<String> {
+    std::fs::read_to_string(s.tmp().join("hooks.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sends a slow request and returns once the app is running it.
+fn in_flight(s: &Server, secs: f64, id: &str) -> Client {
+    let mut c = s.connect();
+    c.send(format!("GET /sleep?s={secs}&id={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    s.expect_log(&format!("slow-start {id}"), Duration::from_secs(5));
+    c
+}
+
+#[test]
+fn before_serve_runs_before_serving() {
+    let s = Server::start("slow:app", &hooks_args());
+    // `Serving with` was printed, so before_serve has already run.
+    assert_eq!(hooks_log(&s), ["before_serve"]);
+    assert_eq!(s.get("/").text(), "fast");
+}
+
+#[test]
+fn sigterm_finishes_the_in_flight_request_then_runs_hooks_in_order() {
+    let mut s = Server::start("slow:app", &hooks_args());
+    let mut slow = in_flight(&s, 1.0, "graceful");
+    s.signal(libc::SIGTERM);
+    // The hook runs once the server stopped accepting.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hooks_log(&s).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "before_graceful_exit did not run: {:?}",
+            hooks_log(&s)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // New connections are no longer served while the slow one finishes.
+    let refused = std::net::TcpStream::connect_timeout(&s.addr(), Duration::from_secs(2))
+        .map(|t| {
+            let mut c = Client::from_stream(crate::util::Stream::Tcp(t));
+            c.set_read_timeout(Duration::from_secs(3));
+            let _ = c.try_send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            c.read_response(false).is_err()
+        })
+        .unwrap_or(true);
+    assert!(refused, "a new request was served after SIGTERM");
+    let r = slow.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "slept graceful"));
+    // It was the last request on that connection, and the response says so.
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    slow.expect_closed(Duration::from_secs(5));
+    let st = s.wait_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+    assert_eq!(hooks_log(&s), ["before_serve", "before_graceful_exit", "before_died"]);
+}
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_promptly() {
+    let mut s = Server::start("slow:app", &["--graceful-exit-timeout", "30"]);
+    let mut idle = s.connect();
+    assert_eq!(idle.get("/").text(), "fast");
+    let started = Instant::now();
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(5));
+    assert!(st.success(), "{}", describe_status(&st));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    idle.expect_closed(Duration::from_secs(2));
+}
+
+#[test]
+fn graceful_exit_timeout_bounds_a_stuck_request() {
+    let mut s = Server::start("slow:app", &["--graceful-exit-timeout", "1"]);
+    let mut stuck = in_flight(&s, 60.0, "stuck");
+    let started = Instant::now();
+    s.signal(libc::SIGTERM);
+    let _ = s.wait_exit(Duration::from_secs(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    stuck.expect_closed(Duration::from_secs(2));
+}
+
+#[test]
+fn sigint_exits_at_once_and_runs_before_died() {
+    let mut s = Server::start("slow:app", &hooks_args());
+    let _stuck = in_flight(&s, 60.0, "sigint");
+    let started = Instant::now();
+    s.signal(libc::SIGINT);
+    let st = s.wait_exit(Duration::from_secs(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+    assert_eq!(hooks_log(&s), ["before_serve", "before_died"]);
+}
+
+#[test]
+fn a_failing_hook_is_logged_and_does_not_stop_the_exit() {
+    let mut s = Server::builder("slow:app")
+        .args([
+            "--before-graceful-exit",
+            "errors:app",
+            "--before-died",
+            "hooks:before_died",
+        ])
+        .start();
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(5));
+    assert!(st.success(), "{}", describe_status(&st));
+    // errors:app called with no arguments raises a TypeError.
+    assert!(s.stderr().contains("TypeError"), "{}", s.stderr());
+    assert_eq!(hooks_log(&s), ["before_died"]);
+}

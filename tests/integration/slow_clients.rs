@@ -1,0 +1,130 @@
+//! Clients that are slow, idle or stalled must not take app threads from
+//! the others, and the header and keep-alive timeouts close them.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{Client, Ending, Server};
+
+/// A fresh client's `GET path` must complete within `limit`.
+fn served_within(s: &Server, path: &str, limit: Duration) {
+    let mut c = s.connect();
+    c.set_read_timeout(limit + Duration::from_secs(3));
+    let started = Instant::now();
+    let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    let took = started.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(took < limit, "a normal request took {took:?} (limit {limit:?})");
+}
+
+#[test]
+fn slowloris_partial_heads_do_not_starve_app_threads() {
+    let s = Server::start("echo_app:app", &["-w", "2"]);
+    let mut stalled: Vec<Client> = (0..50)
+        .map(|_| {
+            let mut c = s.connect();
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n");
+            c
+        })
+        .collect();
+    served_within(&s, "/normal", Duration::from_secs(2));
+    // The stalled ones were accepted and are still waiting, not refused.
+    let mut last = stalled.pop().unwrap();
+    assert!(matches!(last.read_to_end(Duration::from_millis(100)), Ending::Open(ref b) if b.is_empty()));
+    // Finishing one of them still works.
+    last.send(b"\r\n");
+    assert_eq!(last.response().status, 200);
+}
+
+#[test]
+fn idle_keep_alive_connections_beyond_max_workers_do_not_starve() {
+    let s = Server::start("echo_app:app", &["-w", "2"]);
+    let idle: Vec<Client> = (0..6)
+        .map(|i| {
+            let mut c = s.connect();
+            assert_eq!(c.get(&format!("/idle{i}")).status, 200);
+            c
+        })
+        .collect();
+    served_within(&s, "/normal", Duration::from_secs(2));
+    // The idle connections are still usable.
+    for mut c in idle {
+        assert_eq!(c.get("/again").status, 200);
+    }
+}
+
+#[test]
+fn slow_reader_of_a_big_list_body_does_not_block_others() {
+    let s = Server::start("big:app", &["-w", "1"]);
+    let mut slow = s.connect();
+    slow.send(b"GET /list HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Wait until the big response is under way (its access log line is
+    // written once the app returned and the tail was parked).
+    s.expect_log("\"GET /list HTTP/1.1\" 200", Duration::from_secs(5));
+    served_within(&s, "/small", Duration::from_secs(2));
+    // The slow reader still gets the whole body when it finally reads.
+    let r = slow.response();
+    crate::util::assert_same_body(&r.body, &crate::util::big_body(), "parked /list");
+}
+
+#[test]
+fn header_timeout_closes_a_partial_head() {
+    let s = Server::start("echo_app:app", &["--header-timeout", "1"]);
+    let mut c = s.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n");
+    let started = Instant::now();
+    let end = c.read_to_end(Duration::from_secs(5));
+    assert!(
+        end.closed(),
+        "still open {:?} after a 1 s header timeout",
+        started.elapsed()
+    );
+    // Not answered as if it were a request.
+    assert!(!String::from_utf8_lossy(end.bytes()).contains(" 200 "), "{end:?}");
+}
+
+#[test]
+fn header_timeout_counts_the_whole_head_not_each_byte() {
+    // Trickling one byte at a time does not extend the deadline.
+    let s = Server::start("echo_app:app", &["--header-timeout", "1"]);
+    let mut c = s.connect();
+    c.tcp().set_nodelay(true).unwrap();
+    c.send(b"GET / HTTP/1.1\r\n");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(5);
+    let mut closed = false;
+    while Instant::now() < deadline {
+        if c.try_send(b"X-A: b\r\n").is_err() {
+            closed = true;
+            break;
+        }
+        if c.read_to_end(Duration::from_millis(200)).closed() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a head trickled over 5 s was never cut off by a 1 s header timeout"
+    );
+}
+
+#[test]
+fn keep_alive_timeout_closes_an_idle_connection() {
+    let s = Server::start("echo_app:app", &["--keep-alive", "1"]);
+    let mut c = s.connect();
+    assert_eq!(c.get("/").status, 200);
+    let started = Instant::now();
+    c.expect_closed(Duration::from_secs(5));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn keep_alive_timeout_closes_a_connection_that_never_sent_anything() {
+    let s = Server::start("echo_app:app", &["--keep-alive", "1", "--header-timeout", "1"]);
+    let mut c = s.connect();
+    c.expect_closed(Duration::from_secs(5));
+}
