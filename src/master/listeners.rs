@@ -19,8 +19,10 @@ use crate::config::ListenAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: io::Error },
+    // Not a `source`: the message already says it, and chained reports
+    // would say it twice.
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind { addr: String, cause: io::Error },
     #[error("cannot listen on {addr}: {path} exists and is not a socket")]
     NotASocketPath { addr: String, path: String },
     #[error("cannot use {addr}: {reason}")]
@@ -54,7 +56,7 @@ impl Listener {
 fn err(addr: &ListenAddr) -> impl Fn(nix::Error) -> ListenError + '_ {
     move |e| ListenError::Bind {
         addr: addr.to_string(),
-        source: io::Error::from(e),
+        cause: io::Error::from(e),
     }
 }
 
@@ -111,7 +113,7 @@ pub fn bind(addr: &ListenAddr, backlog: i32, dualstack: bool, perms: u32) -> Res
             socket::bind(fd.as_raw_fd(), &ua).map_err(err(addr))?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms)).map_err(|e| ListenError::Bind {
                 addr: addr.to_string(),
-                source: e,
+                cause: e,
             })?;
             socket::listen(&fd, backlog).map_err(err(addr))?;
             Ok(Listener {

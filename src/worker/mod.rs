@@ -125,7 +125,10 @@ pub fn run(config: Config, listeners: Vec<Listener>, multiprocess: bool) -> Resu
                 // 100 ms of slack is noise and costs nothing per request.
                 loop {
                     std::thread::sleep(Duration::from_millis(100));
-                    s.registry.expire();
+                    let n = s.registry.expire();
+                    if n > 0 {
+                        log::debug!("closed {n} connections past their deadline");
+                    }
                 }
             })
             .map_err(|e| WorkerError::setup("timer thread", e))?;

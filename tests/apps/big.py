@@ -3,6 +3,7 @@
     /list   a list of 160 chunks, no Content-Length from the app
     /gen    a generator of the same chunks, no Content-Length
     /file   wsgi.file_wrapper over a file in $ZIBAI_TEST_TMP
+    /file-noread  the same over a file whose read() raises (sendfile only)
     /bytesio  wsgi.file_wrapper over an io.BytesIO (no fileno: iterated)
     /small  a few bytes, to check other clients are still served
 """
@@ -14,6 +15,11 @@ import os
 BASE = bytes(range(256)) * 256
 CHUNKS = [k.to_bytes(4, "big") + BASE[4:] for k in range(160)]
 SHA256 = hashlib.sha256(b"".join(CHUNKS)).hexdigest()
+
+
+class NoRead(io.FileIO):
+    def read(self, *args):
+        raise AssertionError("read() called: the server did not use sendfile")
 
 
 def big_file():
@@ -38,6 +44,12 @@ def app(environ, start_response):
         return (c for c in CHUNKS)
     if path == "/file":
         f = open(big_file(), "rb")
+        start_response("200 OK", headers)
+        return environ["wsgi.file_wrapper"](f, 65536)
+    if path == "/file-noread":
+        # A real file whose Python-level read() fails: only sendfile(2) can
+        # serve it.
+        f = NoRead(big_file(), "rb")
         start_response("200 OK", headers)
         return environ["wsgi.file_wrapper"](f, 65536)
     if path == "/bytesio":

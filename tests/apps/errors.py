@@ -22,6 +22,15 @@ def app(environ, start_response):
             raise RuntimeError("boom-mid-stream")
 
         return gen()
+    if path == "/empty-then-raise":
+        start_response("200 OK", text)
+
+        def gen():
+            # An empty chunk sends nothing, so a 500 is still possible.
+            yield b""
+            raise RuntimeError("boom-after-an-empty-chunk")
+
+        return gen()
     if path == "/str":
         start_response("200 OK", text)
         return ["a str, not bytes"]

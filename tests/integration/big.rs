@@ -43,6 +43,12 @@ fn ten_mib_file_wrapper_with_app_content_length() {
     download("/file-with-length", false);
 }
 
+/// The file's Python read() raises, so only sendfile(2) can have sent it.
+#[test]
+fn file_wrapper_over_a_real_file_uses_sendfile() {
+    download("/file-noread", false);
+}
+
 #[test]
 fn ten_mib_file_wrapper_over_bytesio() {
     // Not a real file: iterated in blocks, so chunked on HTTP/1.1.

@@ -41,6 +41,14 @@ fn exception_after_start_response_before_body_is_500() {
     is_500(&s, "/after-start", "RuntimeError: boom-after-start-response");
 }
 
+/// The head goes out with the first non-empty chunk: after an empty one a
+/// failure can still become a 500.
+#[test]
+fn exception_after_an_empty_chunk_is_still_500() {
+    let s = Server::start("errors:app", &[]);
+    is_500(&s, "/empty-then-raise", "RuntimeError: boom-after-an-empty-chunk");
+}
+
 #[test]
 fn exception_mid_stream_closes_the_connection() {
     let s = Server::start("errors:app", &[]);

@@ -184,3 +184,79 @@ fn several_values_after_one_listen_option() {
     assert_eq!(over_unix.status, 200);
     assert_eq!(over_unix.kv().at("REMOTE_ADDR"), "");
 }
+
+/// `[::]:PORT` with --dualstack-ipv6 also takes IPv4; without it, only IPv6.
+#[test]
+fn dualstack_ipv6_accepts_ipv4_too() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: cannot bind [::1] on this machine");
+        return;
+    }
+    for attempt in 0..2 {
+        let port = TcpListener::bind("[::]:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("[::]:{port}");
+        let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        let v4: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = Server::builder("echo_app:app")
+            .listen_args(["-l", addr.as_str(), "--dualstack-ipv6"], Some(Target::Tcp(v6)))
+            .try_start();
+        let s = match started {
+            Ok(s) => s,
+            Err(e) if attempt == 0 && e.contains("in use") => continue,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(s.get("/v6").status, 200);
+        let mut c = crate::util::Client::connect(&Target::Tcp(v4));
+        let r = c.get("/v4");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.kv().at("REMOTE_ADDR"), "::ffff:127.0.0.1");
+        drop(s);
+        // The same address without the option is IPv6 only.
+        let s = Server::builder("echo_app:app")
+            .listen_args(["-l", addr.as_str()], Some(Target::Tcp(v6)))
+            .start();
+        assert_eq!(s.get("/v6").status, 200);
+        assert!(
+            std::net::TcpStream::connect_timeout(&v4, Duration::from_secs(2)).is_err(),
+            "IPv4 was accepted without --dualstack-ipv6"
+        );
+        return;
+    }
+}
+
+#[test]
+fn unusable_socket_path_is_one_clear_line() {
+    let f = Server::builder("echo_app:app")
+        .listen_args(["-l", "unix:/nonexistent-zibai-dir/s.sock"], None)
+        .run_to_exit(Duration::from_secs(10));
+    assert!(!f.status.success(), "{}", describe_status(&f.status));
+    let lines: Vec<&str> = f.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", f.stderr);
+    assert!(
+        lines[0].contains("cannot listen on unix:/nonexistent-zibai-dir/s.sock")
+            && lines[0].contains("No such file or directory"),
+        "{}",
+        f.stderr
+    );
+}
+
+/// The listen queue length is what --backlog says (ss shows it as Send-Q).
+#[test]
+fn backlog_sets_the_listen_queue() {
+    if std::process::Command::new("ss").arg("-V").output().is_err() {
+        eprintln!("skipped: ss (iproute2) is not installed");
+        return;
+    }
+    let s = Server::builder("echo_app:app")
+        .listen_args(["-l", "127.0.0.1:0", "--backlog", "77"], None)
+        .start();
+    let port = s.addr().port();
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // State Recv-Q Send-Q Local Peer
+    let send_q = text.split_whitespace().nth(2);
+    assert_eq!(send_q, Some("77"), "{text}");
+}

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Client, Ending, Server};
+use crate::util::{Client, Ending, Server, Stream};
 
 /// A fresh client's `GET path` must complete within `limit`.
 fn served_within(s: &Server, path: &str, limit: Duration) {
@@ -127,4 +127,91 @@ fn keep_alive_timeout_closes_a_connection_that_never_sent_anything() {
     let s = Server::start("echo_app:app", &["--keep-alive", "1", "--header-timeout", "1"]);
     let mut c = s.connect();
     c.expect_closed(Duration::from_secs(5));
+}
+
+/// A streaming response holds its app thread while it writes; a client
+/// that stops reading must not hold it past --write-timeout.
+#[test]
+fn write_timeout_frees_the_thread_of_a_stalled_stream() {
+    let s = Server::start("stream:app", &["-w", "1", "--write-timeout", "1"]);
+    let id = format!("stalled-{}", crate::util::unique());
+    let mut c = s.connect();
+    c.send(format!("GET /forever?id={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    match c.read_to_end(Duration::from_millis(500)) {
+        Ending::Open(b) if !b.is_empty() => {}
+        other => panic!("the stream did not start: {other:?}"),
+    }
+    // The only app thread now waits for a client that no longer reads. The
+    // next request needs that thread: it gets it once the write times out
+    // (the default would be 30 s, past the client's 10 s read timeout).
+    let started = Instant::now();
+    assert!(
+        s.poll_until(&format!("/closed?id={id}"), "yes", Duration::from_secs(8)),
+        "close() of the stalled stream was not called"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A fully produced response is parked on the connection; a client that
+/// never reads it is cut off after --write-timeout.
+#[test]
+fn write_timeout_closes_a_parked_response_nobody_reads() {
+    let s = Server::builder("big:app")
+        .args(["--write-timeout", "1"])
+        .env("ZIBAI_LOG", "debug")
+        .start();
+    // A small receive buffer, set before connecting so the window is
+    // negotiated with it, keeps the 10 MiB from fitting in socket buffers.
+    let mut c = Client::from_stream(Stream::Tcp(small_window_connect(s.addr(), 64 * 1024)));
+    c.send(b"GET /list HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.expect_log("\"GET /list HTTP/1.1\" 200", Duration::from_secs(5));
+    s.expect_log("past their deadline", Duration::from_secs(5));
+    let end = c.read_to_end(Duration::from_secs(5));
+    assert!(
+        end.closed(),
+        "still open after the write timeout: {} bytes",
+        end.bytes().len()
+    );
+    assert!(
+        end.bytes().len() < crate::util::big_body().len(),
+        "the whole body arrived: it was never cut off"
+    );
+}
+
+/// A TCP connection whose receive buffer is `rcvbuf` bytes from the start.
+fn small_window_connect(addr: std::net::SocketAddr, rcvbuf: libc::c_int) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 expected")
+    };
+    // SAFETY: plain socket calls on a descriptor we create and then hand to
+    // TcpStream, which owns it from then on; the sockaddr is fully set.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_port = v4.port().to_be();
+        sa.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+        let rc = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
 }
