@@ -4,7 +4,9 @@
 //! is there without blocking; an incomplete head goes back to epoll, so slow
 //! or idle clients never hold a thread. Only a complete head (and a small
 //! body that has fully arrived) is handed to the app, on the same thread —
-//! no hand-offs. The GIL is released around every wait and syscall.
+//! no hand-offs. The GIL is released around every wait (epoll, a slow
+//! client's socket); the non-blocking calls between two requests run
+//! attached, which saves a GIL hand-off per request (see `thread_main`).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -98,7 +100,7 @@ struct Served {
 }
 
 /// How long a thread keeps the GIL for ready requests while another waits.
-const GIL_SLICE: Duration = Duration::from_micros(1000);
+const GIL_SLICE: Duration = Duration::from_millis(1);
 
 /// A first-come first-served queue in front of epoll and the GIL for our
 /// threads (leader/follower): only the thread at the head of the queue
@@ -254,8 +256,7 @@ fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&Framed>, 
                 conn.out = tail;
                 conn.out_pos = 0;
                 conn.close_after_out = close;
-                shared.registry.set_deadline(&conn.sock, timeouts.write);
-                arm(shared, conn, EpollFlags::EPOLLOUT);
+                wait_writable(shared, conn);
                 return None;
             }
             Err(_) => {
@@ -406,6 +407,13 @@ fn arm(shared: &Shared, conn: Box<Conn>, flags: EpollFlags) {
     }
 }
 
+/// Parks a connection whose response tail did not fit in the socket until
+/// the client takes more, for at most the write timeout.
+fn wait_writable(shared: &Shared, conn: Box<Conn>) {
+    shared.registry.set_deadline(&conn.sock, shared.config.timeouts.write);
+    arm(shared, conn, EpollFlags::EPOLLOUT);
+}
+
 /// What a connection's buffer still lacks before its request can be served.
 enum Need {
     Nothing,
@@ -452,8 +460,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                     shared.registry.set_deadline(&conn.sock, timeouts.keep_alive);
                 }
                 Ok(false) => {
-                    shared.registry.set_deadline(&conn.sock, timeouts.write);
-                    arm(shared, conn, EpollFlags::EPOLLOUT);
+                    wait_writable(shared, conn);
                     return None;
                 }
                 Err(_) => {
