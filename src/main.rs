@@ -1,15 +1,18 @@
-//! Role dispatch. Today: single-process mode, where the worker runs in the
-//! main process on the listeners the master code bound.
+//! Role dispatch: a worker started by a master, the master itself (`-p N`),
+//! or single-process mode, where the worker runs in the main process on the
+//! listeners the master code bound.
 
 use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 
-use zibai::config::Cli;
-use zibai::master::listeners;
-use zibai::worker::{self, WorkerError};
+use zibai::config::{Cli, Config};
+use zibai::master::supervise::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
+use zibai::master::{self, listeners, spawn};
+use zibai::worker::{self, WorkerError, control::Control};
 
 fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().filter_or("ZIBAI_LOG", "info"))
@@ -26,25 +29,64 @@ fn init_logging() {
         .init();
 }
 
+/// Exit code of a worker that returned an error (gunicorn's codes, which
+/// make the master stop instead of respawning).
+fn worker_exit(result: Result<i32, WorkerError>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(WorkerError::Load(e)) => {
+            log::error!("{e}");
+            ExitCode::from(APP_LOAD_ERROR as u8)
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::from(WORKER_BOOT_ERROR as u8)
+        }
+    }
+}
+
+fn config(cli: Cli) -> anyhow::Result<Config> {
+    Ok(cli.into_config(|k| std::env::var(k).ok())?)
+}
+
+fn run_worker(cli: Cli, inherited: std::io::Result<spawn::Inherited>) -> anyhow::Result<ExitCode> {
+    let inherited = inherited.context("bad worker environment")?;
+    // `ps` and `top` show "zibai: worker" rather than "exe" (we exec
+    // /proc/self/exe); PR_SET_NAME sets the process name from the main thread.
+    // SAFETY: prctl with a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"zibai: worker".as_ptr()) };
+    let config = config(cli)?;
+    let listeners = inherited
+        .listeners
+        .iter()
+        .map(|&fd| listeners::adopt(fd))
+        .collect::<Result<Vec<_>, _>>()?;
+    let control = Control {
+        sock: UnixStream::from(inherited.control),
+        max_requests: inherited.max_requests,
+    };
+    Ok(worker_exit(worker::run(config, listeners, Some(control))))
+}
+
 fn run() -> anyhow::Result<ExitCode> {
+    // Parse first: `--help` and `--version` need no logger.
     let cli = Cli::parse();
     init_logging();
-    let config = cli.into_config(|k| std::env::var(k).ok())?;
+    if let Some(inherited) = spawn::inherited() {
+        return run_worker(cli, inherited);
+    }
+    let config = config(cli)?;
     let listeners = listeners::bind_all(
         &config.listen,
         config.backlog,
         config.dualstack_ipv6,
         config.unix_socket_perms,
     )?;
-    match worker::run(config, listeners, false) {
-        Ok(code) => Ok(ExitCode::from(code as u8)),
-        // gunicorn's APP_LOAD_ERROR: the app itself could not be loaded.
-        Err(WorkerError::Load(e)) => {
-            log::error!("{e}");
-            Ok(ExitCode::from(4))
-        }
-        Err(e) => Err(e).context("worker failed"),
+    if config.subprocess == 0 {
+        return Ok(worker_exit(worker::run(config, listeners, None)));
     }
+    let code = master::Master::new(config, listeners)?.run()?;
+    Ok(ExitCode::from(code as u8))
 }
 
 fn main() -> ExitCode {

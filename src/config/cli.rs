@@ -52,9 +52,46 @@ pub struct Cli {
     #[arg(long, value_name = "MODE", default_value = "600", help_heading = "Sockets")]
     pub unix_socket_perms: String,
 
+    /// Worker processes; 0 serves from this process alone
+    #[arg(
+        short = 'p',
+        long,
+        visible_alias = "workers",
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "Workers"
+    )]
+    pub subprocess: usize,
+
     /// Number of app threads in a worker
     #[arg(short = 'w', long, value_name = "N", default_value_t = 10, help_heading = "Workers")]
     pub max_workers: usize,
+
+    /// Seconds without a heartbeat before a worker is killed and replaced; 0 disables
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, help_heading = "Workers")]
+    pub timeout: f64,
+
+    /// Seconds a new worker may take to import the app before it is killed
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0, help_heading = "Workers")]
+    pub boot_timeout: f64,
+
+    /// Requests a worker serves before it is replaced; 0 for no limit
+    #[arg(
+        long,
+        visible_alias = "max-requests",
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "Workers"
+    )]
+    pub max_request_pre_process: u64,
+
+    /// Adds a random 0..=J to each worker's max requests, so workers do not all restart at once
+    #[arg(long, value_name = "J", default_value_t = 0, help_heading = "Workers")]
+    pub max_requests_jitter: u64,
+
+    /// Write the master's pid to FILE
+    #[arg(long, value_name = "FILE", help_heading = "Process")]
+    pub pid: Option<PathBuf>,
 
     /// Seconds a graceful exit waits for in-flight requests
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, help_heading = "Workers")]
@@ -182,6 +219,13 @@ impl Cli {
                     "expected octal mode like 600",
                 )
             })?;
+        if self.subprocess > 1024 {
+            return Err(ConfigError::invalid(
+                "--subprocess",
+                self.subprocess.to_string(),
+                "must be between 0 and 1024",
+            ));
+        }
         if self.max_workers == 0 || self.max_workers > 10_000 {
             return Err(ConfigError::invalid(
                 "--max-workers",
@@ -238,7 +282,14 @@ impl Cli {
                 "not a directory",
             ));
         }
+        let timeout = seconds("--timeout", self.timeout, true)?;
         Ok(Config {
+            subprocess: self.subprocess,
+            timeout: (!timeout.is_zero()).then_some(timeout),
+            boot_timeout: seconds("--boot-timeout", self.boot_timeout, false)?,
+            max_requests: self.max_request_pre_process,
+            max_requests_jitter: self.max_requests_jitter,
+            pidfile: self.pid.clone(),
             call: self.call,
             listen,
             backlog: self.backlog,

@@ -104,6 +104,16 @@ pub struct Timeouts {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub app: AppSpec,
+    /// Worker processes; 0 is single-process mode.
+    pub subprocess: usize,
+    /// Heartbeat timeout of a booted worker; `None` disables it.
+    pub timeout: Option<Duration>,
+    /// How long a worker may take to report that it booted.
+    pub boot_timeout: Duration,
+    /// Requests before a worker is recycled; 0 for never.
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    pub pidfile: Option<PathBuf>,
     pub call: bool,
     pub listen: Vec<ListenAddr>,
     pub backlog: i32,

@@ -42,6 +42,9 @@ pub struct Listener {
     pub local: Local,
     /// The socket file we created, removed again when we exit.
     pub unix_path: Option<PathBuf>,
+    /// Bound by this process (not inherited): only then may it shut the
+    /// socket down, since no other process can be using it.
+    pub bound_here: bool,
 }
 
 impl Listener {
@@ -94,6 +97,7 @@ pub fn bind(addr: &ListenAddr, backlog: i32, dualstack: bool, perms: u32) -> Res
                 fd,
                 local: Local::Tcp(local),
                 unix_path: None,
+                bound_here: true,
             })
         }
         ListenAddr::Unix(path) => {
@@ -120,6 +124,7 @@ pub fn bind(addr: &ListenAddr, backlog: i32, dualstack: bool, perms: u32) -> Res
                 fd,
                 local: Local::Unix(path.display().to_string()),
                 unix_path: Some(path.clone()),
+                bound_here: true,
             })
         }
         ListenAddr::Abstract(name) => {
@@ -131,10 +136,16 @@ pub fn bind(addr: &ListenAddr, backlog: i32, dualstack: bool, perms: u32) -> Res
                 fd,
                 local: Local::Unix(format!("@{}", String::from_utf8_lossy(name))),
                 unix_path: None,
+                bound_here: true,
             })
         }
         ListenAddr::Fd(n) => adopt_fd(addr, *n),
     }
+}
+
+/// Takes over a listening socket inherited from our master.
+pub fn adopt(raw: RawFd) -> Result<Listener, ListenError> {
+    adopt_fd(&ListenAddr::Fd(raw), raw)
 }
 
 /// Takes over a listening socket someone else bound (`fd://N`), after
@@ -180,6 +191,7 @@ fn adopt_fd(addr: &ListenAddr, raw: RawFd) -> Result<Listener, ListenError> {
         fd,
         local,
         unix_path: None,
+        bound_here: false,
     })
 }
 

@@ -1,4 +1,485 @@
-//! The master: binds listeners once and (in a later step) supervises worker
-//! processes. Never initialises Python.
+//! The master: binds the listeners once, spawns worker processes that
+//! inherit them, and supervises them through their control sockets, in one
+//! single-threaded loop over a signal self-pipe and those sockets. It never
+//! initialises Python and holds no application state, so there is little in
+//! it to crash.
 
 pub mod listeners;
+pub mod spawn;
+pub mod supervise;
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1};
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
+
+use crate::config::Config;
+use crate::proto::control::{ExitReason, Message, ToMaster, ToWorker, drain};
+use listeners::Listener;
+use supervise::{Action, Ending, State, WorkerView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("cannot set up the master: {0}")]
+    Setup(String),
+    #[error("cannot start a worker: {0}")]
+    Spawn(io::Error),
+}
+
+/// A worker that died within this long of starting counts as a crash for
+/// the respawn back-off.
+const EARLY_DEATH: Duration = Duration::from_secs(5);
+/// After SIGABRT for a timeout, how long before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+/// After a quick stop, how long workers get before SIGKILL.
+const QUICK_GRACE: Duration = Duration::from_secs(3);
+const TICK: Duration = Duration::from_millis(200);
+
+struct Worker {
+    id: u64,
+    pid: Pid,
+    generation: u64,
+    state: State,
+    retiring: bool,
+    control: Option<UnixStream>,
+    inbox: Vec<u8>,
+    started: Instant,
+    last_beat: Instant,
+    /// When it was sent SIGABRT for not answering.
+    aborted: Option<Instant>,
+    killed: bool,
+    requests: u64,
+}
+
+impl Worker {
+    fn view(&self) -> WorkerView {
+        WorkerView {
+            id: self.id,
+            generation: self.generation,
+            state: self.state,
+            retiring: self.retiring,
+        }
+    }
+
+    fn tell(&mut self, msg: &ToWorker) {
+        let Some(sock) = self.control.as_mut() else { return };
+        let mut buf = Vec::new();
+        msg.encode(&mut buf);
+        if let Err(e) = sock.write_all(&buf) {
+            log::debug!("worker {}: cannot send {msg:?}: {e}", self.pid);
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        if let Err(e) = kill(self.pid, sig) {
+            log::debug!("cannot send {sig} to worker {}: {e}", self.pid);
+        }
+    }
+}
+
+/// How the master is stopping, once it is.
+#[derive(Clone, Copy)]
+enum Stopping {
+    Graceful { kill_at: Instant },
+    Quick { kill_at: Instant },
+}
+
+pub struct Master {
+    config: Config,
+    listeners: Vec<Listener>,
+    exe: PathBuf,
+    workers: Vec<Worker>,
+    desired: usize,
+    generation: u64,
+    next_id: u64,
+    crashes: u32,
+    next_spawn: Instant,
+    stopping: Option<Stopping>,
+    /// The exit code once a worker failed to boot.
+    halt: Option<i32>,
+}
+
+fn random_up_to(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS: good enough to spread restarts.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(max);
+    h.finish() % (max + 1)
+}
+
+impl Master {
+    pub fn new(config: Config, listeners: Vec<Listener>) -> Result<Master, MasterError> {
+        // Workers run the binary the master runs, even if the file on disk
+        // was replaced since (that is what USR2 is for).
+        let exe = PathBuf::from("/proc/self/exe");
+        Ok(Master {
+            desired: config.subprocess.max(1),
+            config,
+            listeners,
+            exe,
+            workers: Vec::new(),
+            generation: 0,
+            next_id: 1,
+            crashes: 0,
+            next_spawn: Instant::now(),
+            stopping: None,
+            halt: None,
+        })
+    }
+
+    /// Supervises until stopped; returns the exit code.
+    pub fn run(mut self) -> Result<i32, MasterError> {
+        let (read, write) = UnixStream::pair().map_err(|e| MasterError::Setup(format!("self-pipe: {e}")))?;
+        read.set_nonblocking(true)
+            .map_err(|e| MasterError::Setup(format!("self-pipe: {e}")))?;
+        let mut signals = SignalDelivery::with_pipe(
+            read,
+            write,
+            SignalOnly,
+            [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGCHLD],
+        )
+        .map_err(|e| MasterError::Setup(format!("signals: {e}")))?;
+        for l in &self.listeners {
+            log::info!("Listening on {}", l.display());
+        }
+        log::info!("Master started [pid {}]", std::process::id());
+        loop {
+            self.reap();
+            if let Some(code) = self.halt
+                && self.workers.is_empty()
+            {
+                return Ok(code);
+            }
+            if self.stopping.is_some() && self.workers.is_empty() {
+                log::info!("Shutting down: all workers exited");
+                return Ok(0);
+            }
+            self.check_deadlines();
+            if self.stopping.is_none() && self.halt.is_none() {
+                self.apply(supervise::reconcile(self.desired, self.generation, &self.views()));
+            }
+            self.wait(&mut signals)?;
+        }
+    }
+
+    fn views(&self) -> Vec<WorkerView> {
+        self.workers.iter().map(Worker::view).collect()
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Spawn => {
+                    if Instant::now() < self.next_spawn {
+                        continue;
+                    }
+                    if let Err(e) = self.spawn() {
+                        log::error!("cannot start a worker: {e}");
+                        self.crashes += 1;
+                        self.next_spawn = Instant::now() + supervise::backoff(self.crashes).max(TICK);
+                    }
+                }
+                Action::Stop(id) => {
+                    if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
+                        log::info!("Stopping worker {} gracefully", w.pid);
+                        w.state = State::Stopping;
+                        w.tell(&ToWorker::Stop { graceful: true });
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let max = match self.config.max_requests {
+            0 => 0,
+            n => n + random_up_to(self.config.max_requests_jitter),
+        };
+        let spawned = spawn::spawn_worker(&self.exe, &self.listeners, max)?;
+        let pid = Pid::from_raw(spawned.child.id() as i32);
+        spawned.control.set_nonblocking(true)?;
+        // The Child handle is not needed: reaping is done by waitpid(-1).
+        drop(spawned.child);
+        let now = Instant::now();
+        log::info!("Booting worker {pid}");
+        self.workers.push(Worker {
+            id: self.next_id,
+            pid,
+            generation: self.generation,
+            state: State::Booting,
+            retiring: false,
+            control: Some(spawned.control),
+            inbox: Vec::new(),
+            started: now,
+            last_beat: now,
+            aborted: None,
+            killed: false,
+            requests: 0,
+        });
+        self.next_id += 1;
+        Ok(())
+    }
+
+    /// Waits for a signal, a worker message, or the next tick.
+    fn wait(&mut self, signals: &mut SignalDelivery<UnixStream, SignalOnly>) -> Result<(), MasterError> {
+        let sig_fd = signals.get_read().as_fd();
+        let mut fds = vec![PollFd::new(sig_fd, PollFlags::POLLIN)];
+        let socks: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| self.workers[i].control.is_some())
+            .collect();
+        for &i in &socks {
+            if let Some(c) = &self.workers[i].control {
+                fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        let timeout = PollTimeout::try_from(TICK.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(MasterError::Setup(format!("poll: {e}"))),
+        }
+        let ready: Vec<usize> = fds[1..]
+            .iter()
+            .zip(&socks)
+            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, &i)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            self.read_worker(i);
+        }
+        // Drain first, then act, or a signal arriving meanwhile is lost.
+        let pending: Vec<i32> = signals.pending().collect();
+        for sig in pending {
+            self.on_signal(sig);
+        }
+        Ok(())
+    }
+
+    fn read_worker(&mut self, i: usize) {
+        let w = &mut self.workers[i];
+        let Some(sock) = w.control.as_mut() else { return };
+        let mut chunk = [0u8; 1024];
+        loop {
+            match sock.read(&mut chunk) {
+                Ok(0) => {
+                    // It exited (or is about to); waitpid will tell how.
+                    w.control = None;
+                    break;
+                }
+                Ok(n) => w.inbox.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("worker {}: control socket failed: {e}", w.pid);
+                    w.control = None;
+                    break;
+                }
+            }
+        }
+        let msgs = match drain::<ToMaster>(&mut w.inbox) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!("worker {} sent garbage ({e}); killing it", w.pid);
+                w.signal(Signal::SIGKILL);
+                w.control = None;
+                return;
+            }
+        };
+        for m in msgs {
+            match m {
+                ToMaster::Booted => {
+                    log::info!("Worker {} booted", w.pid);
+                    w.state = if w.state == State::Stopping {
+                        State::Stopping
+                    } else {
+                        State::Running
+                    };
+                    w.last_beat = Instant::now();
+                }
+                ToMaster::Heartbeat { requests } => {
+                    w.last_beat = Instant::now();
+                    w.requests = requests;
+                }
+                ToMaster::Exiting {
+                    reason: ExitReason::MaxRequests,
+                } => {
+                    log::info!("Worker {} reached its max requests; replacing it", w.pid);
+                    w.retiring = true;
+                }
+                ToMaster::Exiting { reason } => log::info!("Worker {} is exiting: {reason:?}", w.pid),
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        match sig {
+            SIGCHLD => {} // reaped at the top of the loop
+            SIGTERM => self.stop(true),
+            SIGINT | SIGQUIT => self.stop(false),
+            SIGHUP if self.stopping.is_none() => {
+                self.generation += 1;
+                log::info!("Received SIGHUP: replacing every worker, one at a time");
+            }
+            SIGTTIN if self.stopping.is_none() => {
+                self.desired += 1;
+                log::info!("Received SIGTTIN: {} workers", self.desired);
+            }
+            SIGTTOU if self.stopping.is_none() => {
+                if self.desired > 1 {
+                    self.desired -= 1;
+                }
+                log::info!("Received SIGTTOU: {} workers", self.desired);
+            }
+            SIGUSR1 => {
+                log::info!("Received SIGUSR1: reopening logs");
+                for w in &mut self.workers {
+                    w.tell(&ToWorker::ReopenLogs);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn stop(&mut self, graceful: bool) {
+        let now = Instant::now();
+        match (self.stopping, graceful) {
+            (None, true) => {
+                log::info!("Received SIGTERM: stopping gracefully");
+                // Workers enforce the graceful timeout themselves; this is
+                // the backstop for one that does not.
+                let kill_at = now + self.config.graceful_exit_timeout + KILL_GRACE;
+                self.stopping = Some(Stopping::Graceful { kill_at });
+            }
+            (None | Some(Stopping::Graceful { .. }), false) => {
+                log::info!("Received SIGINT: stopping now");
+                self.stopping = Some(Stopping::Quick {
+                    kill_at: now + QUICK_GRACE,
+                });
+            }
+            _ => return,
+        }
+        for w in &mut self.workers {
+            w.state = State::Stopping;
+            w.tell(&ToWorker::Stop { graceful });
+        }
+    }
+
+    /// Reaps every exited worker and decides what its end means.
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(s) => s,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("waitpid failed: {e}");
+                    return;
+                }
+            };
+            let Some(pid) = status.pid() else { continue };
+            let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+                continue;
+            };
+            let w = self.workers.remove(i);
+            let ending = supervise::classify(status);
+            let expected = w.state == State::Stopping;
+            if expected && !matches!(ending, Ending::Signaled(_)) {
+                log::info!("Worker {} {}", w.pid, ending.describe());
+            } else {
+                log::warn!("Worker {} {}", w.pid, ending.describe());
+            }
+            if w.state == State::Booting && ending.is_boot_failure() && self.stopping.is_none() {
+                // gunicorn's rule: a worker that cannot load the app will
+                // not do better next time; stop instead of looping.
+                let Ending::Exited(code) = ending else { unreachable!() };
+                log::error!("A worker failed to boot; shutting down (exit code {code})");
+                self.halt = Some(code);
+                self.stop(true);
+                continue;
+            }
+            if !expected && w.started.elapsed() < EARLY_DEATH {
+                self.crashes += 1;
+                let delay = supervise::backoff(self.crashes);
+                if !delay.is_zero() {
+                    log::warn!("{} early worker deaths in a row; next start in {delay:?}", self.crashes);
+                }
+                self.next_spawn = Instant::now() + delay;
+            } else if !expected {
+                self.crashes = 0;
+            }
+        }
+    }
+
+    /// Timeouts: boot and heartbeat, and the stop backstop.
+    fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        if let Some(Stopping::Graceful { kill_at } | Stopping::Quick { kill_at }) = self.stopping
+            && now >= kill_at
+        {
+            for w in &self.workers {
+                log::warn!("Worker {} did not stop in time; killing it", w.pid);
+                w.signal(Signal::SIGKILL);
+            }
+            // Once per backstop.
+            self.stopping = Some(Stopping::Quick {
+                kill_at: now + Duration::from_secs(3600),
+            });
+        }
+        for w in &mut self.workers {
+            if let Some(at) = w.aborted {
+                if !w.killed && now.duration_since(at) >= KILL_GRACE {
+                    w.signal(Signal::SIGKILL);
+                    w.killed = true;
+                }
+                continue;
+            }
+            let overdue = match w.state {
+                State::Booting => now.duration_since(w.started) > self.config.boot_timeout,
+                State::Running => self.config.timeout.is_some_and(|t| now.duration_since(w.last_beat) > t),
+                State::Stopping => false,
+            };
+            if overdue {
+                log::error!(
+                    "Worker {} timed out ({}); aborting it",
+                    w.pid,
+                    if w.state == State::Booting {
+                        "boot"
+                    } else {
+                        "no heartbeat"
+                    }
+                );
+                w.signal(Signal::SIGABRT);
+                w.aborted = Some(now);
+                w.state = State::Stopping;
+            }
+        }
+    }
+}
+
+/// Removes unix socket files the master created.
+pub fn cleanup(listeners: &[Listener]) {
+    for l in listeners {
+        if let Some(p) = &l.unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        cleanup(&self.listeners);
+    }
+}

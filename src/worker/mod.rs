@@ -2,6 +2,7 @@
 //! on the listeners it is given until told to stop. Run in the main process
 //! for single-process mode.
 
+pub mod control;
 mod input;
 mod io;
 pub mod python;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags};
 use pyo3::prelude::*;
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::Signals;
 
 use crate::config::Config;
@@ -70,8 +71,10 @@ struct Hooks {
     before_died: Option<Py<PyAny>>,
 }
 
-/// Serves until a signal says stop; returns the process exit code.
-pub fn run(config: Config, listeners: Vec<Listener>, multiprocess: bool) -> Result<i32, WorkerError> {
+/// Serves until a signal (or the master, through `control`) says stop;
+/// returns the process exit code.
+pub fn run(config: Config, listeners: Vec<Listener>, control: Option<control::Control>) -> Result<i32, WorkerError> {
+    let multiprocess = control.is_some();
     python::initialize(config.virtualenv.as_deref())?;
     let (app, statics, before_serve, hooks) = Python::attach(|py| -> Result<_, WorkerError> {
         let app = python::load(py, &config.app, config.call, "app")?;
@@ -92,8 +95,14 @@ pub fn run(config: Config, listeners: Vec<Listener>, multiprocess: bool) -> Resu
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| WorkerError::setup("epoll", e))?;
     // Before anything can announce readiness (a request served, a log line
     // a supervisor waits for), signals must already be ours.
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT]).map_err(|e| WorkerError::setup("signals", e))?;
+    // The master's signals (HUP, TTIN, ...) reach workers too when sent to
+    // the process group; they mean nothing here and must not kill us.
+    let mut signals = Signals::new([
+        SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH,
+    ])
+    .map_err(|e| WorkerError::setup("signals", e))?;
     let threads = config.max_workers;
+    let config_max_requests = config.max_requests;
     let shared = Arc::new(Shared {
         config,
         epoll,
@@ -101,6 +110,7 @@ pub fn run(config: Config, listeners: Vec<Listener>, multiprocess: bool) -> Resu
         registry: Registry::new(),
         app,
         statics,
+        standalone_max_requests: if multiprocess { 0 } else { config_max_requests },
     });
     python::run_hook(&before_serve, "before_serve");
     shared
@@ -133,10 +143,15 @@ pub fn run(config: Config, listeners: Vec<Listener>, multiprocess: bool) -> Resu
             })
             .map_err(|e| WorkerError::setup("timer thread", e))?;
     }
-    for l in &shared.listeners {
-        log::info!("Listening on {}", l.display());
+    if !multiprocess {
+        for l in &shared.listeners {
+            log::info!("Listening on {}", l.display());
+        }
     }
     log::info!("Serving with {threads} app threads [pid {}]", std::process::id());
+    if let Some(control) = control {
+        control.start().map_err(|e| WorkerError::setup("control channel", e))?;
+    }
     let graceful = loop {
         match signals.forever().next() {
             Some(SIGTERM) => break true,

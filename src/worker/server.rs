@@ -48,6 +48,9 @@ pub struct Shared {
     pub registry: Registry,
     pub app: Py<PyAny>,
     pub statics: Statics,
+    /// Without a master, the worker stops itself after this many requests
+    /// (0: never), for a supervisor like systemd to restart.
+    pub standalone_max_requests: u64,
 }
 
 struct Conn {
@@ -68,7 +71,9 @@ struct Conn {
 impl Shared {
     pub fn register_listeners(&self) -> io::Result<()> {
         for (i, l) in self.listeners.iter().enumerate() {
-            let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, i as u64 + 1);
+            // Level-triggered and exclusive: with several workers on one
+            // socket, a connection wakes one of them, not all (no herd).
+            let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, i as u64 + 1);
             self.epoll.add(l.fd.as_fd(), ev)?;
         }
         Ok(())
@@ -80,9 +85,13 @@ impl Shared {
         for l in &self.listeners {
             let _ = self.epoll.delete(l.fd.as_fd());
             // On Linux, shutting down a listening socket makes it refuse
-            // what is queued instead of leaving those clients hanging.
-            // SAFETY: the fd is open; shutdown does not close it.
-            unsafe { libc::shutdown(l.fd.as_raw_fd(), libc::SHUT_RD) };
+            // what is queued instead of leaving those clients hanging. Only
+            // for a socket nobody else uses: other workers, a new master
+            // or systemd may share an inherited one.
+            if l.bound_here {
+                // SAFETY: the fd is open; shutdown does not close it.
+                unsafe { libc::shutdown(l.fd.as_raw_fd(), libc::SHUT_RD) };
+            }
         }
     }
 
@@ -313,9 +322,19 @@ fn accept(shared: &Shared, idx: usize) {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                     break;
                 }
+                Some(libc::ENOBUFS | libc::ENOMEM) => {
+                    log::warn!("cannot accept on {}: {e}", listener.display());
+                    break;
+                }
                 _ => {
                     if !shared.stopping() {
-                        log::error!("accept on {} failed: {e}", listener.display());
+                        // A broken listener stays broken; watching it would
+                        // only spin this thread.
+                        log::error!(
+                            "accept on {} failed: {e}; no longer accepting on it",
+                            listener.display()
+                        );
+                        let _ = shared.epoll.delete(listener.fd.as_fd());
                     }
                     break;
                 }
@@ -352,10 +371,6 @@ fn accept(shared: &Shared, idx: usize) {
             // SAFETY: registration failed, so no other thread can receive ptr.
             close_conn(shared, unsafe { Box::from_raw(ptr) });
         }
-    }
-    if !shared.stopping() {
-        let mut ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, idx as u64 + 1);
-        let _ = shared.epoll.modify(listener.fd.as_fd(), &mut ev);
     }
 }
 
@@ -648,6 +663,11 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
             close = true;
         }
         conn.buf = reader.into_buffer();
+    }
+    let served = super::control::REQUESTS.fetch_add(1, Ordering::Relaxed) + 1;
+    if served == shared.standalone_max_requests {
+        log::info!("served {served} requests (max); stopping");
+        let _ = signal_hook::low_level::raise(libc::SIGTERM);
     }
     if shared.config.access_log {
         log::info!(

@@ -1,0 +1,118 @@
+//! The worker's end of its control channel to the master: says when the
+//! app is loaded, beats while the interpreter is responsive, asks to be
+//! replaced after max requests, and turns the master's orders (or its
+//! disappearance) into the same signals an operator would send.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pyo3::Python;
+
+use crate::proto::control::{ExitReason, Message, ToMaster, ToWorker, drain};
+
+/// Requests served by this worker, for heartbeats and max-requests.
+pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+const TICK: Duration = Duration::from_millis(100);
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+pub struct Control {
+    pub sock: UnixStream,
+    /// Requests after which to ask for a replacement; 0 for never.
+    pub max_requests: u64,
+}
+
+fn send(sock: &mut UnixStream, msg: &ToMaster) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(16);
+    msg.encode(&mut buf);
+    sock.write_all(&buf)
+}
+
+/// Stops this process the way the matching signal would.
+fn raise(sig: i32) {
+    if let Err(e) = signal_hook::low_level::raise(sig) {
+        log::error!("cannot raise signal {sig}: {e}");
+    }
+}
+
+impl Control {
+    /// Tells the master the app is loaded, then serves the channel on a
+    /// thread of its own.
+    pub fn start(mut self) -> io::Result<()> {
+        send(&mut self.sock, &ToMaster::Booted)?;
+        self.sock.set_read_timeout(Some(TICK))?;
+        std::thread::Builder::new()
+            .name("zibai-control".into())
+            .spawn(move || self.run())?;
+        Ok(())
+    }
+
+    fn run(mut self) {
+        let mut inbox = Vec::new();
+        let mut chunk = [0u8; 512];
+        let mut last_beat = Instant::now();
+        let mut retiring = false;
+        loop {
+            match self.sock.read(&mut chunk) {
+                Ok(0) => {
+                    log::warn!("the master went away; stopping");
+                    raise(libc::SIGTERM);
+                    return;
+                }
+                Ok(n) => inbox.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::error!("control channel failed: {e}; stopping");
+                    raise(libc::SIGTERM);
+                    return;
+                }
+            }
+            match drain::<ToWorker>(&mut inbox) {
+                Ok(msgs) => {
+                    for m in msgs {
+                        match m {
+                            ToWorker::Stop { graceful: true } => raise(libc::SIGTERM),
+                            ToWorker::Stop { graceful: false } => raise(libc::SIGINT),
+                            ToWorker::ReopenLogs => {
+                                log::debug!("reopening logs (nothing to reopen: logs go to stderr)")
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::error!("bad message from the master ({e}); stopping");
+                    raise(libc::SIGTERM);
+                    return;
+                }
+            }
+            let served = REQUESTS.load(Ordering::Relaxed);
+            if !retiring && self.max_requests > 0 && served >= self.max_requests {
+                retiring = true;
+                log::info!(
+                    "served {served} requests (max {}); asking to be replaced",
+                    self.max_requests
+                );
+                let _ = send(
+                    &mut self.sock,
+                    &ToMaster::Exiting {
+                        reason: ExitReason::MaxRequests,
+                    },
+                );
+            }
+            if last_beat.elapsed() >= HEARTBEAT {
+                // Beating needs the interpreter: a worker whose GIL is held
+                // forever (a stuck C extension) stops beating and is replaced.
+                Python::attach(|_| ());
+                if send(&mut self.sock, &ToMaster::Heartbeat { requests: served }).is_err() {
+                    log::warn!("the master went away; stopping");
+                    raise(libc::SIGTERM);
+                    return;
+                }
+                last_beat = Instant::now();
+            }
+        }
+    }
+}
