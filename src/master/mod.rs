@@ -5,6 +5,7 @@
 //! it to crash.
 
 pub mod listeners;
+pub mod pidfile;
 pub mod spawn;
 pub mod supervise;
 
