@@ -10,9 +10,12 @@ use anyhow::Context;
 use clap::Parser;
 
 use zibai::config::{Cli, Config};
+use zibai::master::listeners::{self, Listener};
+use zibai::master::notify::Announcer;
+use zibai::master::pidfile::Pidfile;
 use zibai::master::supervise::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
-use zibai::master::{self, listeners, spawn};
-use zibai::worker::{self, WorkerError, control::Control};
+use zibai::master::{self, daemon, spawn};
+use zibai::worker::{self, Role, WorkerError, control::Control};
 
 fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().filter_or("ZIBAI_LOG", "info"))
@@ -27,6 +30,10 @@ fn init_logging() {
             )
         })
         .init();
+}
+
+fn config(cli: Cli) -> anyhow::Result<Config> {
+    Ok(cli.into_config(|k| std::env::var(k).ok())?)
 }
 
 /// Exit code of a worker that returned an error (gunicorn's codes, which
@@ -45,10 +52,6 @@ fn worker_exit(result: Result<i32, WorkerError>) -> ExitCode {
     }
 }
 
-fn config(cli: Cli) -> anyhow::Result<Config> {
-    Ok(cli.into_config(|k| std::env::var(k).ok())?)
-}
-
 fn run_worker(cli: Cli, inherited: std::io::Result<spawn::Inherited>) -> anyhow::Result<ExitCode> {
     let inherited = inherited.context("bad worker environment")?;
     // `ps` and `top` show "zibai: worker" rather than "exe" (we exec
@@ -65,7 +68,31 @@ fn run_worker(cli: Cli, inherited: std::io::Result<spawn::Inherited>) -> anyhow:
         sock: UnixStream::from(inherited.control),
         max_requests: inherited.max_requests,
     };
-    Ok(worker_exit(worker::run(config, listeners, Some(control))))
+    Ok(worker_exit(worker::run(config, listeners, Role::Worker(control))))
+}
+
+/// Sockets handed over by systemd (socket activation), if any are ours.
+fn systemd_listeners() -> anyhow::Result<Option<Vec<Listener>>> {
+    let fds: Vec<i32> = sd_notify::listen_fds().context("LISTEN_FDS")?.collect();
+    // SAFETY: main runs this before any other thread exists.
+    unsafe {
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    if fds.is_empty() {
+        return Ok(None);
+    }
+    let listeners = fds
+        .into_iter()
+        .map(listeners::adopt)
+        .collect::<Result<Vec<_>, _>>()
+        .context("a socket passed by systemd (LISTEN_FDS)")?;
+    log::info!(
+        "Using {} sockets passed by systemd (--listen is ignored)",
+        listeners.len()
+    );
+    Ok(Some(listeners))
 }
 
 fn run() -> anyhow::Result<ExitCode> {
@@ -76,16 +103,36 @@ fn run() -> anyhow::Result<ExitCode> {
         return run_worker(cli, inherited);
     }
     let config = config(cli)?;
-    let listeners = listeners::bind_all(
-        &config.listen,
-        config.backlog,
-        config.dualstack_ipv6,
-        config.unix_socket_perms,
-    )?;
+    let listeners = match systemd_listeners()? {
+        Some(l) => l,
+        None => listeners::bind_all(
+            &config.listen,
+            config.backlog,
+            config.dualstack_ipv6,
+            config.unix_socket_perms,
+        )?,
+    };
+    // Bound first, so a port in use is reported on the terminal.
+    let ready_pipe = if config.daemon { Some(daemon::detach()?) } else { None };
+    let pidfile = match &config.pidfile {
+        Some(path) => {
+            let (pidfile, note) = Pidfile::create(path, std::process::id())?;
+            if let Some(note) = note {
+                log::warn!("{note}");
+            }
+            Some(pidfile)
+        }
+        None => None,
+    };
+    let announcer = Announcer::new(ready_pipe);
     if config.subprocess == 0 {
-        return Ok(worker_exit(worker::run(config, listeners, None)));
+        let code = worker_exit(worker::run(config, listeners, Role::Single(announcer)));
+        if let Some(p) = pidfile {
+            p.remove();
+        }
+        return Ok(code);
     }
-    let code = master::Master::new(config, listeners)?.run()?;
+    let code = master::Master::new(config, listeners, announcer, pidfile)?.run()?;
     Ok(ExitCode::from(code as u8))
 }
 

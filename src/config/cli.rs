@@ -93,6 +93,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = "Process")]
     pub pid: Option<PathBuf>,
 
+    /// Detach from the terminal; returns once the server is ready
+    #[arg(long, help_heading = "Process")]
+    pub daemon: bool,
+
     /// Seconds a graceful exit waits for in-flight requests
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, help_heading = "Workers")]
     pub graceful_exit_timeout: f64,
@@ -290,6 +294,7 @@ impl Cli {
             max_requests: self.max_request_pre_process,
             max_requests_jitter: self.max_requests_jitter,
             pidfile: self.pid.clone(),
+            daemon: self.daemon,
             call: self.call,
             listen,
             backlog: self.backlog,

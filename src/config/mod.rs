@@ -114,6 +114,7 @@ pub struct Config {
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     pub pidfile: Option<PathBuf>,
+    pub daemon: bool,
     pub call: bool,
     pub listen: Vec<ListenAddr>,
     pub backlog: i32,

@@ -4,7 +4,9 @@
 //! initialises Python and holds no application state, so there is little in
 //! it to crash.
 
+pub mod daemon;
 pub mod listeners;
+pub mod notify;
 pub mod pidfile;
 pub mod spawn;
 pub mod supervise;
@@ -97,6 +99,10 @@ enum Stopping {
 
 pub struct Master {
     config: Config,
+    announcer: notify::Announcer,
+    pidfile: Option<pidfile::Pidfile>,
+    /// Every worker of the current generation has booted (READY was said).
+    settled: bool,
     listeners: Vec<Listener>,
     exe: PathBuf,
     workers: Vec<Worker>,
@@ -122,11 +128,19 @@ fn random_up_to(max: u64) -> u64 {
 }
 
 impl Master {
-    pub fn new(config: Config, listeners: Vec<Listener>) -> Result<Master, MasterError> {
+    pub fn new(
+        config: Config,
+        listeners: Vec<Listener>,
+        announcer: notify::Announcer,
+        pidfile: Option<pidfile::Pidfile>,
+    ) -> Result<Master, MasterError> {
         // Workers run the binary the master runs, even if the file on disk
         // was replaced since (that is what USR2 is for).
         let exe = PathBuf::from("/proc/self/exe");
         Ok(Master {
+            announcer,
+            pidfile,
+            settled: false,
             desired: config.subprocess.max(1),
             config,
             listeners,
@@ -171,9 +185,25 @@ impl Master {
             self.check_deadlines();
             if self.stopping.is_none() && self.halt.is_none() {
                 self.apply(supervise::reconcile(self.desired, self.generation, &self.views()));
+                self.announce();
             }
+            self.announcer.tick();
             self.wait(&mut signals)?;
         }
+    }
+
+    /// READY (and STATUS) once every wanted worker of the current
+    /// generation serves and no old one is left.
+    fn announce(&mut self) {
+        let settled = self
+            .workers
+            .iter()
+            .all(|w| w.state == State::Running && w.generation == self.generation)
+            && self.workers.len() == self.desired;
+        if settled && !self.settled {
+            self.announcer.ready(&format!("{} workers", self.workers.len()));
+        }
+        self.settled = settled;
     }
 
     fn views(&self) -> Vec<WorkerView> {
@@ -246,7 +276,8 @@ impl Master {
                 fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
             }
         }
-        let timeout = PollTimeout::try_from(TICK.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+        let sleep = self.announcer.max_sleep().map_or(TICK, |w| w.min(TICK));
+        let timeout = PollTimeout::try_from(sleep.as_millis() as i32).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(MasterError::Setup(format!("poll: {e}"))),
@@ -333,6 +364,8 @@ impl Master {
             SIGHUP if self.stopping.is_none() => {
                 self.generation += 1;
                 log::info!("Received SIGHUP: replacing every worker, one at a time");
+                self.announcer.reloading();
+                self.settled = false;
             }
             SIGTTIN if self.stopping.is_none() => {
                 self.desired += 1;
@@ -372,6 +405,7 @@ impl Master {
             }
             _ => return,
         }
+        self.announcer.stopping();
         for w in &mut self.workers {
             w.state = State::Stopping;
             w.tell(&ToWorker::Stop { graceful });
@@ -482,5 +516,8 @@ pub fn cleanup(listeners: &[Listener]) {
 impl Drop for Master {
     fn drop(&mut self) {
         cleanup(&self.listeners);
+        if let Some(p) = self.pidfile.take() {
+            p.remove();
+        }
     }
 }

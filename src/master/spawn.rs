@@ -88,6 +88,11 @@ pub fn inherited() -> Option<io::Result<Inherited>> {
     unsafe {
         std::env::remove_var(WORKER_ENV);
         std::env::remove_var(MAX_REQUESTS_ENV);
+        // systemd talks to the master; an app that notified it from a
+        // worker would confuse it.
+        std::env::remove_var("NOTIFY_SOCKET");
+        std::env::remove_var("WATCHDOG_USEC");
+        std::env::remove_var("WATCHDOG_PID");
     }
     let parse = || -> io::Result<Inherited> {
         let mut fds = list.split(',').map(|s| {

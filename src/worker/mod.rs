@@ -12,8 +12,8 @@ mod server;
 mod wsgi;
 
 use std::cell::Cell;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags};
@@ -23,6 +23,7 @@ use signal_hook::iterator::Signals;
 
 use crate::config::Config;
 use crate::master::listeners::Listener;
+use crate::master::notify::Announcer;
 use python::LoadError;
 use registry::Registry;
 use server::Shared;
@@ -66,15 +67,29 @@ pub fn date_now() -> [u8; 29] {
     })
 }
 
+fn lock(a: &Mutex<Announcer>) -> std::sync::MutexGuard<'_, Announcer> {
+    // Announcer holds no invariant a panic could break.
+    a.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Hooks {
     before_graceful_exit: Option<Py<PyAny>>,
     before_died: Option<Py<PyAny>>,
 }
 
-/// Serves until a signal (or the master, through `control`) says stop;
-/// returns the process exit code.
-pub fn run(config: Config, listeners: Vec<Listener>, control: Option<control::Control>) -> Result<i32, WorkerError> {
-    let multiprocess = control.is_some();
+/// Whom the worker answers to.
+pub enum Role {
+    /// Single-process mode: the worker is the server, and tells systemd
+    /// (or `--daemon`'s parent) itself.
+    Single(Announcer),
+    /// Started by a master, which it talks to through this channel.
+    Worker(control::Control),
+}
+
+/// Serves until a signal (or the master) says stop; returns the process
+/// exit code.
+pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, WorkerError> {
+    let multiprocess = matches!(role, Role::Worker(_));
     python::initialize(config.virtualenv.as_deref())?;
     let (app, statics, before_serve, hooks) = Python::attach(|py| -> Result<_, WorkerError> {
         let app = python::load(py, &config.app, config.call, "app")?;
@@ -126,8 +141,13 @@ pub fn run(config: Config, listeners: Vec<Listener>, control: Option<control::Co
             .spawn(move || server::thread_main(&s))
             .map_err(|e| WorkerError::setup("threads", e))?;
     }
+    let (control, announcer) = match role {
+        Role::Single(a) => (None, Some(Arc::new(Mutex::new(a)))),
+        Role::Worker(c) => (Some(c), None),
+    };
     {
         let s = shared.clone();
+        let announcer = announcer.clone();
         std::thread::Builder::new()
             .name("zibai-timer".into())
             .spawn(move || {
@@ -138,6 +158,9 @@ pub fn run(config: Config, listeners: Vec<Listener>, control: Option<control::Co
                     let n = s.registry.expire();
                     if n > 0 {
                         log::debug!("closed {n} connections past their deadline");
+                    }
+                    if let Some(a) = &announcer {
+                        lock(a).tick();
                     }
                 }
             })
@@ -152,6 +175,9 @@ pub fn run(config: Config, listeners: Vec<Listener>, control: Option<control::Co
     if let Some(control) = control {
         control.start().map_err(|e| WorkerError::setup("control channel", e))?;
     }
+    if let Some(a) = &announcer {
+        lock(a).ready(&format!("serving with {threads} threads"));
+    }
     let graceful = loop {
         match signals.forever().next() {
             Some(SIGTERM) => break true,
@@ -159,6 +185,9 @@ pub fn run(config: Config, listeners: Vec<Listener>, control: Option<control::Co
             _ => continue,
         }
     };
+    if let Some(a) = &announcer {
+        lock(a).stopping();
+    }
     if graceful {
         log::info!("Received SIGTERM, finishing in-flight requests");
         shared.stop_accepting();
