@@ -103,9 +103,15 @@ fn run() -> anyhow::Result<ExitCode> {
         return run_worker(cli, inherited);
     }
     let config = config(cli)?;
-    let listeners = match systemd_listeners()? {
-        Some(l) => l,
-        None => listeners::bind_all(
+    let upgrade = master::upgrade::inherited();
+    let listeners = match (&upgrade, systemd_listeners()?) {
+        (Some((fds, _)), _) => fds
+            .iter()
+            .map(|&fd| listeners::adopt(fd))
+            .collect::<Result<Vec<_>, _>>()
+            .context("a socket handed over by the old master")?,
+        (None, Some(l)) => l,
+        (None, None) => listeners::bind_all(
             &config.listen,
             config.backlog,
             config.dualstack_ipv6,
@@ -116,7 +122,12 @@ fn run() -> anyhow::Result<ExitCode> {
     let ready_pipe = if config.daemon { Some(daemon::detach()?) } else { None };
     let pidfile = match &config.pidfile {
         Some(path) => {
-            let (pidfile, note) = Pidfile::create(path, std::process::id())?;
+            // A new master writes PIDFILE.2 while the old one still runs.
+            let path = match upgrade {
+                Some(_) => master::upgrade::upgrade_pidfile(path),
+                None => path.clone(),
+            };
+            let (pidfile, note) = Pidfile::create(&path, std::process::id())?;
             if let Some(note) = note {
                 log::warn!("{note}");
             }
@@ -132,7 +143,12 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         return Ok(code);
     }
-    let code = master::Master::new(config, listeners, announcer, pidfile)?.run()?;
+    let mut master = master::Master::new(config, listeners, announcer, pidfile)?;
+    if let Some((_, old)) = upgrade {
+        log::info!("Started by master {old} (binary upgrade)");
+        master = master.upgraded_from(old);
+    }
+    let code = master.run()?;
     Ok(ExitCode::from(code as u8))
 }
 

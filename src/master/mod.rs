@@ -10,6 +10,7 @@ pub mod notify;
 pub mod pidfile;
 pub mod spawn;
 pub mod supervise;
+pub mod upgrade;
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -22,7 +23,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
@@ -114,6 +115,10 @@ pub struct Master {
     stopping: Option<Stopping>,
     /// The exit code once a worker failed to boot.
     halt: Option<i32>,
+    /// A new master started by USR2, while it runs.
+    new_master: Option<Pid>,
+    /// Started by USR2: the old master, until it exits.
+    old_master: Option<Pid>,
 }
 
 fn random_up_to(max: u64) -> u64 {
@@ -128,6 +133,13 @@ fn random_up_to(max: u64) -> u64 {
 }
 
 impl Master {
+    /// This master was started by `old` (USR2): it takes over the pidfile
+    /// name once `old` exits.
+    pub fn upgraded_from(mut self, old: Pid) -> Self {
+        self.old_master = Some(old);
+        self
+    }
+
     pub fn new(
         config: Config,
         listeners: Vec<Listener>,
@@ -152,6 +164,8 @@ impl Master {
             next_spawn: Instant::now(),
             stopping: None,
             halt: None,
+            new_master: None,
+            old_master: None,
         })
     }
 
@@ -164,7 +178,9 @@ impl Master {
             read,
             write,
             SignalOnly,
-            [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGCHLD],
+            [
+                SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
+            ],
         )
         .map_err(|e| MasterError::Setup(format!("signals: {e}")))?;
         for l in &self.listeners {
@@ -188,6 +204,7 @@ impl Master {
                 self.announce();
             }
             self.announcer.tick();
+            self.check_old_master();
             self.wait(&mut signals)?;
         }
     }
@@ -204,6 +221,23 @@ impl Master {
             self.announcer.ready(&format!("{} workers", self.workers.len()));
         }
         self.settled = settled;
+    }
+
+    /// After a USR2 upgrade, the new master takes the pidfile name and
+    /// becomes systemd's main process once the old master has exited.
+    fn check_old_master(&mut self) {
+        let Some(old) = self.old_master else { return };
+        if nix::unistd::getppid() == old {
+            return;
+        }
+        self.old_master = None;
+        log::info!("The old master {old} exited; this master takes over");
+        if let (Some(p), Some(name)) = (self.pidfile.as_mut(), self.config.pidfile.as_ref())
+            && let Err(e) = p.rename_to(name)
+        {
+            log::error!("{e}");
+        }
+        self.announcer.main_pid(std::process::id());
     }
 
     fn views(&self) -> Vec<WorkerView> {
@@ -377,6 +411,28 @@ impl Master {
                 }
                 log::info!("Received SIGTTOU: {} workers", self.desired);
             }
+            SIGUSR2 if self.stopping.is_none() && self.new_master.is_none() && self.old_master.is_none() => {
+                log::info!("Received SIGUSR2: starting a new master from the binary on disk");
+                match upgrade::start_new_master(&self.listeners) {
+                    Ok(pid) => {
+                        log::info!(
+                            "New master {pid} started; WINCH then TERM this one ({}) to finish",
+                            std::process::id()
+                        );
+                        self.new_master = Some(pid);
+                    }
+                    Err(e) => log::error!("cannot start a new master: {e}"),
+                }
+            }
+            SIGUSR2 => log::warn!("Received SIGUSR2 during an upgrade or a stop; ignored"),
+            SIGWINCH if self.stopping.is_none() => {
+                if self.new_master.is_some() {
+                    log::info!("Received SIGWINCH: stopping this master's workers; the new master serves");
+                    self.desired = 0;
+                } else {
+                    log::info!("Received SIGWINCH without an upgrade under way; ignored");
+                }
+            }
             SIGUSR1 => {
                 log::info!("Received SIGUSR1: reopening logs");
                 for w in &mut self.workers {
@@ -425,6 +481,15 @@ impl Master {
                 }
             };
             let Some(pid) = status.pid() else { continue };
+            if Some(pid) == self.new_master {
+                let ending = supervise::classify(status);
+                log::error!("The new master {pid} {}; this master keeps serving", ending.describe());
+                self.new_master = None;
+                if self.desired == 0 {
+                    self.desired = self.config.subprocess.max(1);
+                }
+                continue;
+            }
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;
             };
@@ -515,7 +580,10 @@ pub fn cleanup(listeners: &[Listener]) {
 
 impl Drop for Master {
     fn drop(&mut self) {
-        cleanup(&self.listeners);
+        // A new master serves on the same sockets: their files stay.
+        if self.new_master.is_none() {
+            cleanup(&self.listeners);
+        }
         if let Some(p) = self.pidfile.take() {
             p.remove();
         }

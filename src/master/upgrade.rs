@@ -1,0 +1,73 @@
+//! USR2 binary upgrade, nginx- and gunicorn-style: the old master starts a
+//! new master from the binary on disk and hands it the listening sockets;
+//! both serve until the operator sends WINCH (old workers stop) and TERM
+//! (old master exits) to the old one. The new master writes `PIDFILE.2`
+//! and takes over `PIDFILE` once its parent, the old master, is gone.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::unistd::Pid;
+
+use super::listeners::Listener;
+
+/// The listening fds a new master inherits, comma-separated.
+const FDS_ENV: &str = "ZIBAI_UPGRADE_FDS";
+/// The pid of the master that started this one.
+const FROM_ENV: &str = "ZIBAI_UPGRADE_FROM";
+
+/// Starts the new master; returns its pid.
+pub fn start_new_master(listeners: &[Listener]) -> io::Result<Pid> {
+    // The binary on disk now, not /proc/self/exe: upgrading is the point.
+    let exe = std::env::current_exe()?;
+    let exe = match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    };
+    let fds: Vec<RawFd> = listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
+    let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
+    let mut argv = std::env::args_os();
+    let mut cmd = Command::new(&exe);
+    cmd.arg0(argv.next().unwrap_or_else(|| "zibai".into()))
+        .args(argv)
+        .env(FDS_ENV, list)
+        .env(FROM_ENV, std::process::id().to_string());
+    // SAFETY: runs in the forked child before exec; fcntl is
+    // async-signal-safe and the fds are open in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// In a master started by USR2: the inherited listening fds and the old
+/// master's pid. Removes the variables so workers do not see them.
+pub fn inherited() -> Option<(Vec<RawFd>, Pid)> {
+    let fds = std::env::var(FDS_ENV).ok()?;
+    let from = std::env::var(FROM_ENV).ok()?;
+    // SAFETY: called from main before any other thread exists.
+    unsafe {
+        std::env::remove_var(FDS_ENV);
+        std::env::remove_var(FROM_ENV);
+    }
+    let fds = fds.split(',').map(str::parse).collect::<Result<Vec<RawFd>, _>>().ok()?;
+    Some((fds, Pid::from_raw(from.parse().ok()?)))
+}
+
+/// `PIDFILE.2`: where a new master writes its pid while the old one lives.
+pub fn upgrade_pidfile(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".2");
+    PathBuf::from(p)
+}
