@@ -67,6 +67,10 @@ pub struct Cli {
     #[arg(short = 'w', long, value_name = "N", default_value_t = 10, help_heading = "Workers")]
     pub max_workers: usize,
 
+    /// Replace the workers when files matching these `;`-separated globs change under the current directory (implies -p 1 at least)
+    #[arg(long, value_name = "GLOBS", help_heading = "Workers")]
+    pub watchfiles: Option<String>,
+
     /// Seconds without a heartbeat before a worker is killed and replaced; 0 disables
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, help_heading = "Workers")]
     pub timeout: f64,
@@ -288,7 +292,13 @@ impl Cli {
         }
         let timeout = seconds("--timeout", self.timeout, true)?;
         Ok(Config {
-            subprocess: self.subprocess,
+            // Zibai's rule: watching files needs workers to restart.
+            subprocess: if self.watchfiles.is_some() {
+                self.subprocess.max(1)
+            } else {
+                self.subprocess
+            },
+            watchfiles: self.watchfiles.clone(),
             timeout: (!timeout.is_zero()).then_some(timeout),
             boot_timeout: seconds("--boot-timeout", self.boot_timeout, false)?,
             max_requests: self.max_request_pre_process,

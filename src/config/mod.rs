@@ -106,6 +106,8 @@ pub struct Config {
     pub app: AppSpec,
     /// Worker processes; 0 is single-process mode.
     pub subprocess: usize,
+    /// `;`-separated globs whose changes reload the workers.
+    pub watchfiles: Option<String>,
     /// Heartbeat timeout of a booted worker; `None` disables it.
     pub timeout: Option<Duration>,
     /// How long a worker may take to report that it booted.

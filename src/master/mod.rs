@@ -11,6 +11,7 @@ pub mod pidfile;
 pub mod spawn;
 pub mod supervise;
 pub mod upgrade;
+pub mod watch;
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -187,6 +188,15 @@ impl Master {
             log::info!("Listening on {}", l.display());
         }
         log::info!("Master started [pid {}]", std::process::id());
+        // Signal handlers first: the watcher reloads by raising SIGHUP.
+        let _watcher = match &self.config.watchfiles {
+            Some(spec) => {
+                let root =
+                    std::env::current_dir().map_err(|e| MasterError::Setup(format!("current directory: {e}")))?;
+                Some(watch::start(&root, spec).map_err(|e| MasterError::Setup(e.to_string()))?)
+            }
+            None => None,
+        };
         loop {
             self.reap();
             if let Some(code) = self.halt
