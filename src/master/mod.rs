@@ -60,6 +60,8 @@ struct Worker {
     inbox: Vec<u8>,
     started: Instant,
     last_beat: Instant,
+    /// When it was told to stop gracefully.
+    stop_sent: Option<Instant>,
     /// When it was sent SIGABRT for not answering.
     aborted: Option<Instant>,
     killed: bool,
@@ -271,6 +273,7 @@ impl Master {
                     if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
                         log::info!("Stopping worker {} gracefully", w.pid);
                         w.state = State::Stopping;
+                        w.stop_sent = Some(Instant::now());
                         w.tell(&ToWorker::Stop { graceful: true });
                     }
                 }
@@ -300,6 +303,7 @@ impl Master {
             inbox: Vec::new(),
             started: now,
             last_beat: now,
+            stop_sent: None,
             aborted: None,
             killed: false,
             requests: 0,
@@ -554,6 +558,17 @@ impl Master {
                     w.signal(Signal::SIGKILL);
                     w.killed = true;
                 }
+                continue;
+            }
+            // A worker told to stop has its graceful timeout, and a little.
+            let stop_backstop = self.config.graceful_exit_timeout + KILL_GRACE;
+            if w.state == State::Stopping
+                && !w.killed
+                && w.stop_sent.is_some_and(|at| now.duration_since(at) > stop_backstop)
+            {
+                log::warn!("Worker {} did not stop in time; killing it", w.pid);
+                w.signal(Signal::SIGKILL);
+                w.killed = true;
                 continue;
             }
             let overdue = match w.state {
