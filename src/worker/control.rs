@@ -6,6 +6,7 @@
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::Python;
@@ -13,7 +14,41 @@ use pyo3::Python;
 use crate::proto::control::{ExitReason, Message, ToMaster, ToWorker, drain};
 
 /// Requests served by this worker, for heartbeats and max-requests.
-pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Requests after which the worker retires; 0 for never.
+static MAX_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// The write side of the control socket, shared by the control thread and
+/// the app thread that serves the last request before retiring.
+static WRITER: OnceLock<Mutex<UnixStream>> = OnceLock::new();
+
+/// Counts a served request; the one that reaches max requests retires the
+/// worker at once, rather than at the control thread's next tick: asking
+/// the master for a successor, or, without a master, stopping gracefully.
+pub fn request_done() {
+    let served = REQUESTS.fetch_add(1, Ordering::Relaxed) + 1;
+    let max = MAX_REQUESTS.load(Ordering::Relaxed);
+    if served != max {
+        return;
+    }
+    match WRITER.get() {
+        Some(_) => {
+            log::info!("served {served} requests (max {max}); asking to be replaced");
+            let _ = send_shared(&ToMaster::Exiting {
+                reason: ExitReason::MaxRequests,
+            });
+        }
+        None => {
+            log::info!("served {served} requests (max {max}); stopping");
+            raise(libc::SIGTERM);
+        }
+    }
+}
+
+/// Without a master: stop by ourselves after `max` requests (for a
+/// supervisor such as systemd to restart).
+pub fn standalone_max_requests(max: u64) {
+    MAX_REQUESTS.store(max, Ordering::Relaxed);
+}
 
 const TICK: Duration = Duration::from_millis(100);
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -22,6 +57,13 @@ pub struct Control {
     pub sock: UnixStream,
     /// Requests after which to ask for a replacement; 0 for never.
     pub max_requests: u64,
+}
+
+/// Sends through the shared writer (set once the worker has booted).
+fn send_shared(msg: &ToMaster) -> io::Result<()> {
+    let w = WRITER.get().ok_or(io::ErrorKind::NotConnected)?;
+    // A panic while sending leaves the socket as usable as it was.
+    send(&mut w.lock().unwrap_or_else(|p| p.into_inner()), msg)
 }
 
 fn send(sock: &mut UnixStream, msg: &ToMaster) -> io::Result<()> {
@@ -43,6 +85,8 @@ impl Control {
     pub fn start(mut self) -> io::Result<()> {
         send(&mut self.sock, &ToMaster::Booted)?;
         self.sock.set_read_timeout(Some(TICK))?;
+        MAX_REQUESTS.store(self.max_requests, Ordering::Relaxed);
+        let _ = WRITER.set(Mutex::new(self.sock.try_clone()?));
         std::thread::Builder::new()
             .name("zibai-control".into())
             .spawn(move || self.run())?;
@@ -53,7 +97,6 @@ impl Control {
         let mut inbox = Vec::new();
         let mut chunk = [0u8; 512];
         let mut last_beat = Instant::now();
-        let mut retiring = false;
         loop {
             match self.sock.read(&mut chunk) {
                 Ok(0) => {
@@ -89,24 +132,11 @@ impl Control {
                 }
             }
             let served = REQUESTS.load(Ordering::Relaxed);
-            if !retiring && self.max_requests > 0 && served >= self.max_requests {
-                retiring = true;
-                log::info!(
-                    "served {served} requests (max {}); asking to be replaced",
-                    self.max_requests
-                );
-                let _ = send(
-                    &mut self.sock,
-                    &ToMaster::Exiting {
-                        reason: ExitReason::MaxRequests,
-                    },
-                );
-            }
             if last_beat.elapsed() >= HEARTBEAT {
                 // Beating needs the interpreter: a worker whose GIL is held
                 // forever (a stuck C extension) stops beating and is replaced.
                 Python::attach(|_| ());
-                if send(&mut self.sock, &ToMaster::Heartbeat { requests: served }).is_err() {
+                if send_shared(&ToMaster::Heartbeat { requests: served }).is_err() {
                     log::warn!("the master went away; stopping");
                     raise(libc::SIGTERM);
                     return;

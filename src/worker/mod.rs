@@ -42,6 +42,10 @@ impl WorkerError {
     }
 }
 
+/// On a graceful stop, how long a connection accepted just before has to
+/// send its request.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// Set once the worker begins to stop: responses from then on close their
 /// connections. Process-wide, like the signal that sets it.
 pub(crate) static STOPPING: AtomicBool = AtomicBool::new(false);
@@ -117,7 +121,9 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
     ])
     .map_err(|e| WorkerError::setup("signals", e))?;
     let threads = config.max_workers;
-    let config_max_requests = config.max_requests;
+    if !multiprocess {
+        control::standalone_max_requests(config.max_requests);
+    }
     let shared = Arc::new(Shared {
         config,
         epoll,
@@ -125,7 +131,6 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
         registry: Registry::new(),
         app,
         statics,
-        standalone_max_requests: if multiprocess { 0 } else { config_max_requests },
     });
     python::run_hook(&before_serve, "before_serve");
     shared
@@ -192,7 +197,7 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
         log::info!("Received SIGTERM, finishing in-flight requests");
         shared.stop_accepting();
         python::run_hook(&hooks.before_graceful_exit, "before_graceful_exit");
-        shared.registry.close_idle();
+        shared.registry.close_idle(STOP_GRACE);
         let deadline = Instant::now() + shared.config.graceful_exit_timeout;
         let mut quick = false;
         while !shared
@@ -213,7 +218,7 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
             // Connections that were busy when the stop began are closed by
             // their threads when done; anything that turned idle since is
             // closed here.
-            shared.registry.close_idle();
+            shared.registry.close_idle(STOP_GRACE);
         }
         if quick {
             log::info!("Received SIGINT, exiting now");

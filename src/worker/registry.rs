@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ConnState {
-    /// Waiting for a request; may be closed at once on stop.
-    Idle = 0,
-    /// A request head is arriving; may be closed on stop.
-    Reading = 1,
+    /// Accepted, nothing read yet: its client is about to send a request.
+    New = 0,
+    /// Between two requests on a persistent connection.
+    Idle = 1,
+    /// A request head is arriving.
+    Reading = 2,
     /// A request is being served (or its response flushed): let it finish.
-    Busy = 2,
+    Busy = 3,
 }
 
 pub struct ConnSocket {
@@ -38,7 +40,7 @@ impl ConnSocket {
         ConnSocket {
             fd,
             deadline: AtomicU64::new(0),
-            state: AtomicU8::new(ConnState::Idle as u8),
+            state: AtomicU8::new(ConnState::New as u8),
         }
     }
 
@@ -52,10 +54,20 @@ impl ConnSocket {
 
     fn state(&self) -> ConnState {
         match self.state.load(Ordering::Relaxed) {
-            0 => ConnState::Idle,
-            1 => ConnState::Reading,
+            0 => ConnState::New,
+            1 => ConnState::Idle,
+            2 => ConnState::Reading,
             _ => ConnState::Busy,
         }
+    }
+
+    /// Bytes the client sent that nobody has read yet.
+    fn pending_bytes(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through a valid pointer; the fd is
+        // open for as long as self lives.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+        if rc == 0 { n.max(0) as usize } else { 0 }
     }
 
     fn shutdown(&self) {
@@ -156,6 +168,13 @@ impl Registry {
             let d = sock.deadline.load(Ordering::Relaxed);
             if d != 0 && d <= now {
                 sock.deadline.store(0, Ordering::Relaxed);
+                // Between requests, bytes waiting unread mean the client sent
+                // its request in time and only our threads were all busy:
+                // that request is owed an answer. (Once a thread reads it,
+                // the head deadline starts from there.)
+                if matches!(sock.state(), ConnState::New | ConnState::Idle) && sock.pending_bytes() > 0 {
+                    continue;
+                }
                 sock.shutdown();
                 n += 1;
             }
@@ -163,12 +182,24 @@ impl Registry {
         n
     }
 
-    /// Graceful stop: closes connections that are not serving a request.
-    pub fn close_idle(&self) {
+    /// Graceful stop: closes the connections with nothing to answer, and
+    /// gives new ones `grace` to send their first request. A request that
+    /// has arrived, even unread, is answered (with `Connection: close`).
+    pub fn close_idle(&self, grace: Duration) {
         let s = self.lock();
+        let latest = (self.epoch.elapsed() + grace).as_millis() as u64;
         for sock in s.items.iter().flatten() {
-            if sock.state() != ConnState::Busy {
-                sock.shutdown();
+            match sock.state() {
+                ConnState::Busy | ConnState::Reading => {}
+                // A request waits unread: a thread will answer it.
+                ConnState::New | ConnState::Idle if sock.pending_bytes() > 0 => {}
+                ConnState::New => {
+                    let d = sock.deadline.load(Ordering::Relaxed);
+                    if d == 0 || d > latest {
+                        sock.deadline.store(latest.max(1), Ordering::Relaxed);
+                    }
+                }
+                ConnState::Idle => sock.shutdown(),
             }
         }
     }
@@ -221,15 +252,60 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    /// Regression (found by master::graceful_stop_answers_a_request_waiting_on_an_accepted_connection):
+    /// a graceful stop shut down connections whose request had arrived but
+    /// was not read yet, so the app ran and the client got nothing.
+    #[test]
+    fn close_idle_spares_connections_with_a_request_waiting() {
+        let r = Registry::new();
+        let (waiting, mut waiting_peer) = sock();
+        waiting.set_state(ConnState::Idle);
+        std::io::Write::write_all(&mut waiting_peer, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let (fresh, fresh_peer) = sock();
+        r.insert(waiting);
+        r.insert(fresh.clone());
+        r.close_idle(Duration::from_secs(1));
+        waiting_peer.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        let e = std::io::Read::read(&mut waiting_peer, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "still open");
+        // A new connection is not closed at once, but gets a deadline.
+        fresh_peer.set_nonblocking(true).unwrap();
+        let e = std::io::Read::read(&mut &fresh_peer, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        assert_eq!(
+            r.expire_at(Duration::from_secs(2)),
+            1,
+            "the new connection's grace ran out"
+        );
+    }
+
+    /// A request that arrived in time but found every thread busy is not
+    /// cut off by the deadline it beat.
+    #[test]
+    fn expire_spares_a_request_waiting_unread() {
+        let r = Registry::new();
+        let (s, mut peer) = sock();
+        r.insert(s.clone());
+        r.set_deadline(&s, Duration::from_secs(10));
+        std::io::Write::write_all(&mut peer, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(r.expire_at(Duration::from_secs(3600)), 0);
+        peer.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        let e = std::io::Read::read(&mut peer, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "still open");
+    }
+
     #[test]
     fn close_idle_spares_busy_connections() {
         let r = Registry::new();
         let (idle, mut idle_peer) = sock();
+        idle.set_state(ConnState::Idle);
         let (busy, busy_peer) = sock();
         busy.set_state(ConnState::Busy);
         r.insert(idle);
         let b = r.insert(busy);
-        r.close_idle();
+        r.close_idle(Duration::from_secs(1));
         let mut buf = [0u8; 1];
         assert_eq!(std::io::Read::read(&mut idle_peer, &mut buf).unwrap(), 0);
         busy_peer.set_nonblocking(true).unwrap();

@@ -48,9 +48,6 @@ pub struct Shared {
     pub registry: Registry,
     pub app: Py<PyAny>,
     pub statics: Statics,
-    /// Without a master, the worker stops itself after this many requests
-    /// (0: never), for a supervisor like systemd to restart.
-    pub standalone_max_requests: u64,
 }
 
 struct Conn {
@@ -664,11 +661,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         }
         conn.buf = reader.into_buffer();
     }
-    let served = super::control::REQUESTS.fetch_add(1, Ordering::Relaxed) + 1;
-    if served == shared.standalone_max_requests {
-        log::info!("served {served} requests (max); stopping");
-        let _ = signal_hook::low_level::raise(libc::SIGTERM);
-    }
+    super::control::request_done();
     if shared.config.access_log {
         log::info!(
             target: "zibai.access",

@@ -11,6 +11,7 @@ mod input;
 mod lifecycle;
 mod limits;
 mod listen;
+mod master;
 mod slow_clients;
 mod smuggling;
 mod startup;

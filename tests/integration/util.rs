@@ -617,6 +617,8 @@ pub struct Client {
     /// Received and not yet parsed.
     buf: Vec<u8>,
     eof: bool,
+    /// Bytes received on this connection so far.
+    received: u64,
 }
 
 fn io_err(msg: impl Into<String>) -> io::Error {
@@ -648,7 +650,23 @@ impl Client {
             read_timeout: IO_TIMEOUT,
             buf: Vec::new(),
             eof: false,
+            received: 0,
         }
+    }
+
+    /// Like [`connect`](Self::connect) to a TCP address, but a failure is an
+    /// `Err` instead of a panic.
+    pub fn try_connect_tcp(addr: SocketAddr, timeout: Duration) -> io::Result<Client> {
+        let s = TcpStream::connect_timeout(&addr, timeout)?;
+        let mut c = Client::from_stream(Stream::Tcp(s));
+        c.set_read_timeout(timeout);
+        c.stream.set_write_timeout(timeout);
+        Ok(c)
+    }
+
+    /// How many bytes the server sent on this connection so far.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     pub fn tcp(&self) -> &TcpStream {
@@ -685,6 +703,7 @@ impl Client {
             return Ok(false);
         }
         self.buf.extend_from_slice(&tmp[..n]);
+        self.received += n as u64;
         Ok(true)
     }
 
@@ -865,7 +884,10 @@ impl Client {
                     self.eof = true;
                     return Ending::Eof(got);
                 }
-                Ok(n) => got.extend_from_slice(&tmp[..n]),
+                Ok(n) => {
+                    self.received += n as u64;
+                    got.extend_from_slice(&tmp[..n]);
+                }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Ending::Open(got);
                 }
@@ -935,4 +957,332 @@ pub fn assert_same_body(got: &[u8], want: &[u8], what: &str) {
         want.len(),
         first.or(Some(got.len().min(want.len())))
     );
+}
+
+// ---------------------------------------------------------------------------
+// Processes: the prefork master's workers, seen through /proc.
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Clone, Debug)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgrp: i32,
+    /// `R`, `S`, `T`, `Z`...
+    pub state: char,
+    pub comm: String,
+}
+
+impl ProcInfo {
+    /// A zombie (or dead) process no longer runs anything.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// `/proc/PID/stat`, or `None` once the process is gone.
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_string();
+    let mut rest = stat[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        ppid,
+        pgrp,
+        state,
+        comm,
+    })
+}
+
+/// True once `pid` has exited: no such process, or a zombie nobody reaped yet.
+pub fn proc_gone(pid: i32) -> bool {
+    proc_info(pid).is_none_or(|p| p.is_dead())
+}
+
+/// The live (not zombie) children of `ppid`, by pid.
+pub fn children(ppid: i32) -> Vec<ProcInfo> {
+    let mut out: Vec<ProcInfo> = std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(proc_info)
+        .filter(|p| p.ppid == ppid && !p.is_dead())
+        .collect();
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+/// What `/proc/PID/fd/*` point at, by fd number (empty once it is gone).
+pub fn fd_targets(pid: i32) -> Vec<(i32, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(i32, String)> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.display().to_string()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Polls `cond` every 10 ms until it holds; false at the deadline.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The comm name of a prefork worker process.
+pub const WORKER_COMM: &str = "zibai: worker";
+
+impl Server {
+    /// The master's live worker processes, by pid.
+    pub fn workers(&self) -> Vec<i32> {
+        children(self.pid)
+            .into_iter()
+            .filter(|p| p.comm == WORKER_COMM)
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Whether the master logged that worker `pid` booted.
+    pub fn booted(&self, pid: i32) -> bool {
+        self.stderr().contains(&format!("Worker {pid} booted"))
+    }
+
+    /// Waits until the master has exactly `n` live workers, all booted, and
+    /// returns their pids; panics at the deadline saying what it saw.
+    pub fn wait_workers(&self, n: usize, timeout: Duration) -> Vec<i32> {
+        let mut seen = Vec::new();
+        let ok = wait_until(timeout, || {
+            seen = self.workers();
+            seen.len() == n && seen.iter().all(|&p| self.booted(p))
+        });
+        assert!(
+            ok,
+            "wanted {n} booted workers within {timeout:?}; the master's children: {:?}",
+            children(self.pid)
+        );
+        seen
+    }
+
+    /// The stderr lines the process `pid` wrote (`[ts] [PID] [LEVEL] msg`).
+    pub fn log_lines_of(&self, pid: i32) -> Vec<String> {
+        let tag = format!("] [{pid}] [");
+        self.stderr()
+            .lines()
+            .filter(|l| l.contains(&tag))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A client load: threads sending requests until told to stop.
+
+/// How a load thread uses connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadMode {
+    /// One request per connection (`Connection: close`).
+    Fresh,
+    /// Requests one after the other on a kept-alive connection; a new one
+    /// once the server closes it after a complete response.
+    KeepAlive,
+}
+
+#[derive(Default)]
+struct LoadShared {
+    ok: AtomicUsize,
+    /// Keep-alive races retried on a new connection (see [`Load`]).
+    retried: AtomicUsize,
+    failed: AtomicUsize,
+    /// The first failures, with what went wrong.
+    failures: Mutex<Vec<String>>,
+    /// Successful responses by the `pid=N` their body named.
+    by_pid: Mutex<std::collections::BTreeMap<i32, usize>>,
+}
+
+/// Threads sending `GET path` to a TCP server until stopped, counting
+/// successes (a complete 200 response) and failures (a refused or reset
+/// connection, a request without a complete response, another status).
+///
+/// One exception, the race every HTTP client retries on: a request sent on
+/// a *reused* keep-alive connection that the server closed before sending a
+/// single byte of a response (it was idle when the server closed it) is
+/// counted as `retried`, and the thread goes on with a new connection.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    shared: Arc<LoadShared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a [`Load`] did.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub ok: usize,
+    pub retried: usize,
+    pub failed: usize,
+    pub failures: Vec<String>,
+    pub by_pid: std::collections::BTreeMap<i32, usize>,
+}
+
+/// How long a load request may take before it counts as failed.
+const LOAD_IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most one request per thread per this, to keep the load modest.
+const LOAD_PACE: Duration = Duration::from_millis(4);
+const LOAD_KEPT_FAILURES: usize = 20;
+
+impl Load {
+    /// One thread per entry of `modes`.
+    pub fn start(addr: SocketAddr, path: &str, modes: &[LoadMode]) -> Load {
+        Load::start_paced(addr, path, modes, LOAD_PACE)
+    }
+
+    /// Like [`start`](Self::start), each thread sending at most one request
+    /// per `pace`.
+    pub fn start_paced(addr: SocketAddr, path: &str, modes: &[LoadMode], pace: Duration) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shared = Arc::new(LoadShared::default());
+        let threads = modes
+            .iter()
+            .enumerate()
+            .map(|(i, &mode)| {
+                let (stop, shared, path) = (stop.clone(), shared.clone(), path.to_string());
+                std::thread::Builder::new()
+                    .name(format!("load-{i}"))
+                    .spawn(move || load_thread(addr, &path, mode, pace, &stop, &shared))
+                    .unwrap()
+            })
+            .collect();
+        Load { stop, shared, threads }
+    }
+
+    pub fn ok(&self) -> usize {
+        self.shared.ok.load(Ordering::SeqCst)
+    }
+
+    pub fn failed(&self) -> usize {
+        self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` requests succeeded in all; false at the deadline.
+    pub fn wait_ok(&self, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.ok() >= n)
+    }
+
+    /// Stops the threads (each finishes its request) and reports.
+    pub fn stop(mut self) -> LoadReport {
+        self.join();
+        LoadReport {
+            ok: self.ok(),
+            retried: self.shared.retried.load(Ordering::SeqCst),
+            failed: self.failed(),
+            failures: self.shared.failures.lock().unwrap().clone(),
+            by_pid: self.shared.by_pid.lock().unwrap().clone(),
+        }
+    }
+
+    fn join(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+fn load_thread(
+    addr: SocketAddr,
+    path: &str,
+    mode: LoadMode,
+    pace: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+    shared: &LoadShared,
+) {
+    let req = match mode {
+        LoadMode::Fresh => format!("GET {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n"),
+        LoadMode::KeepAlive => format!("GET {path} HTTP/1.1\r\nHost: load\r\n\r\n"),
+    };
+    let fail = |what: String| {
+        let n = shared.failed.fetch_add(1, Ordering::SeqCst);
+        if n < LOAD_KEPT_FAILURES {
+            shared.failures.lock().unwrap().push(what);
+        }
+    };
+    let mut kept: Option<Client> = None;
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        n += 1;
+        let (mut c, reused) = match kept.take() {
+            Some(c) => (c, true),
+            None => match Client::try_connect_tcp(addr, LOAD_IO_TIMEOUT) {
+                Ok(c) => (c, false),
+                Err(e) => {
+                    fail(format!("{mode:?} request {n}: connect: {e}"));
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            },
+        };
+        let before = c.received();
+        let got = c.try_send(req.as_bytes()).and_then(|()| {
+            loop {
+                let r = c.read_response(false)?;
+                if r.status >= 200 {
+                    break Ok(r);
+                }
+            }
+        });
+        match got {
+            Ok(r) if r.status == 200 && r.complete => {
+                shared.ok.fetch_add(1, Ordering::SeqCst);
+                if let Some(pid) = r.text().strip_prefix("pid=").and_then(|p| p.trim().parse().ok()) {
+                    *shared.by_pid.lock().unwrap().entry(pid).or_default() += 1;
+                }
+                let closing = r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                if mode == LoadMode::KeepAlive && !closing {
+                    kept = Some(c);
+                }
+            }
+            Ok(r) => fail(format!(
+                "{mode:?} request {n} (reused connection: {reused}): status {} complete {} body {:?}",
+                r.status,
+                r.complete,
+                r.text()
+            )),
+            Err(_) if reused && c.received() == before => {
+                shared.retried.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => fail(format!(
+                "{mode:?} request {n} (reused connection: {reused}): {e} after {} response bytes",
+                c.received() - before
+            )),
+        }
+        // Pacing, not synchronisation: keeps the load modest on small machines.
+        if let Some(left) = pace.checked_sub(started.elapsed()) {
+            std::thread::sleep(left);
+        }
+    }
 }

@@ -1,0 +1,567 @@
+//! The prefork master (`-p N`): the worker count and the signals that change
+//! it, rolling replacement (HUP, max requests) without failed requests,
+//! dead and hung workers replaced, stops (TERM, INT, a master killed), a
+//! worker that cannot load the app, and what fds a worker inherits.
+//!
+//! Signals go to the master's pid; workers are found as its children in
+//! /proc and told apart in the log by the `[PID]` of their lines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    Client, Load, LoadMode, LoadReport, Server, children, describe_status, fd_targets, proc_gone, proc_info, wait_until,
+};
+
+/// How long workers may take to boot.
+const BOOT: Duration = Duration::from_secs(10);
+
+fn start(args: &[&str]) -> Server {
+    Server::start("pids:app", args)
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a worker pid just read from /proc as a live child of
+    // our server; a worker is reaped only by the master, which is alive.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
+}
+
+/// SIGKILLs, on drop, the workers still alive in the server's process
+/// group: once the master itself is gone, the harness no longer kills the
+/// group, and a test that fails must not leave workers behind.
+struct Leftovers {
+    pgrp: i32,
+    pids: Vec<i32>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            if proc_info(pid).is_some_and(|p| !p.is_dead() && p.pgrp == self.pgrp) {
+                // SAFETY: the pid is alive and in the server's process group,
+                // so it is one of our workers, not a reused pid.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn leftovers(s: &Server, pids: &[i32]) -> Leftovers {
+    Leftovers {
+        pgrp: s.pid(),
+        pids: pids.to_vec(),
+    }
+}
+
+/// The pid named by a `pid=N` (or `... pid=N`) answer.
+fn pid_in(text: &str) -> i32 {
+    text.rsplit("pid=")
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {text:?}"))
+}
+
+/// Sends `GET /sleep?s=secs&id=id` on a new connection; once the app runs
+/// it, returns the connection and the pid of the worker running it. `None`
+/// if it did not start within `within` (every app thread busy).
+fn slow_request(s: &Server, secs: f64, id: &str, within: Duration) -> (Client, Option<i32>) {
+    let mut c = s.connect();
+    c.send(format!("GET /sleep?s={secs}&id={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    let needle = format!("slow-start {id} pid=");
+    if !s.wait_for_log(&needle, within) {
+        return (c, None);
+    }
+    let pid = s
+        .stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix(needle.as_str()).map(pid_in_bare))
+        .unwrap();
+    (c, Some(pid))
+}
+
+fn pid_in_bare(s: &str) -> i32 {
+    s.trim().parse().unwrap_or_else(|_| panic!("bad pid {s:?}"))
+}
+
+/// With one app thread per worker: slow requests until every worker of
+/// `pids` runs one; returns them by worker pid, with their ids. (A request
+/// that does not start in time queued behind a busy worker; it is dropped.)
+fn busy_every_worker(s: &Server, pids: &[i32], secs: f64) -> BTreeMap<i32, (Client, String)> {
+    let mut busy = BTreeMap::new();
+    for k in 0..pids.len() + 3 {
+        if pids.iter().all(|p| busy.contains_key(p)) {
+            return busy;
+        }
+        let id = format!("busy{k}");
+        // A request that lands on a busy worker starts when that one ends.
+        if let (c, Some(pid)) = slow_request(s, secs, &id, Duration::from_secs(2)) {
+            assert!(pids.contains(&pid), "served by {pid}, not one of {pids:?}");
+            assert!(
+                !busy.contains_key(&pid),
+                "worker {pid} ran two requests with one app thread"
+            );
+            busy.insert(pid, (c, id));
+        }
+    }
+    assert!(
+        pids.iter().all(|p| busy.contains_key(p)),
+        "could not make every worker of {pids:?} busy: {:?}",
+        busy.keys()
+    );
+    busy
+}
+
+fn assert_no_failures(r: &LoadReport) {
+    assert_eq!(
+        r.failed,
+        0,
+        "{} of {} requests failed under load ({} keep-alive races retried): {:#?}",
+        r.failed,
+        r.ok + r.failed,
+        r.retried,
+        r.failures
+    );
+}
+
+#[test]
+fn worker_count_after_start() {
+    let s = start(&["-p", "3"]);
+    let pids = s.wait_workers(3, BOOT);
+    // Every child of the master is a worker, and each serves.
+    let kids = children(s.pid());
+    assert_eq!(kids.len(), 3, "{kids:?}");
+    for p in &pids {
+        assert_eq!(
+            s.log_lines_of(*p).iter().filter(|l| l.contains("Serving with")).count(),
+            1
+        );
+    }
+    let mut served_by = BTreeSet::new();
+    for _ in 0..20 {
+        let r = s.get("/");
+        assert_eq!(r.status, 200);
+        served_by.insert(pid_in(&r.text()));
+    }
+    assert!(
+        served_by.is_subset(&pids.iter().copied().collect()),
+        "{served_by:?} vs {pids:?}"
+    );
+    assert_eq!(s.log_count("Booting worker"), 3, "{}", s.stderr());
+}
+
+#[test]
+fn ttin_adds_and_ttou_removes() {
+    let s = start(&["-p", "2"]);
+    let first = s.wait_workers(2, BOOT);
+
+    s.signal(libc::SIGTTIN);
+    let three = s.wait_workers(3, BOOT);
+    assert!(
+        first.iter().all(|p| three.contains(p)),
+        "TTIN replaced a worker: {first:?} -> {three:?}"
+    );
+    assert!(s.stderr().contains("Received SIGTTIN: 3 workers"));
+
+    // One signal at a time: the same signal twice in a row may be merged.
+    for want in [2, 1] {
+        let before = s.log_count("Received SIGTTOU");
+        s.signal(libc::SIGTTOU);
+        s.expect_log_count_above("Received SIGTTOU", before, Duration::from_secs(5));
+        let now = s.wait_workers(want, Duration::from_secs(10));
+        assert!(now.iter().all(|p| three.contains(p)), "TTOU started a worker: {now:?}");
+    }
+    let last = s.workers();
+
+    // Never below one: another TTOU changes nothing, so the TTIN after it
+    // brings the count back to two.
+    let before = s.log_count("Received SIGTTOU");
+    s.signal(libc::SIGTTOU);
+    s.expect_log_count_above("Received SIGTTOU", before, Duration::from_secs(5));
+    assert_eq!(s.log_count("Received SIGTTOU: 1 workers"), 2, "{}", s.stderr());
+    assert_eq!(s.workers(), last);
+    assert_eq!(pid_in(&s.get("/").text()), last[0]);
+    s.signal(libc::SIGTTIN);
+    let two = s.wait_workers(2, BOOT);
+    assert!(two.contains(&last[0]), "{two:?}");
+    assert!(s.stderr().contains("Received SIGTTIN: 2 workers"), "{}", s.stderr());
+    // The removed workers stopped cleanly.
+    for p in three.iter().filter(|p| !two.contains(p)) {
+        assert!(
+            s.stderr().contains(&format!("Worker {p} exited normally")),
+            "{}",
+            s.stderr()
+        );
+    }
+}
+
+#[test]
+fn ttou_lets_the_removed_worker_finish() {
+    let s = start(&["-p", "2", "-w", "1"]);
+    let pids = s.wait_workers(2, BOOT);
+    let mut busy = busy_every_worker(&s, &pids, 2.0);
+    s.signal(libc::SIGTTOU);
+    s.expect_log("Stopping worker ", Duration::from_secs(5));
+    let log = s.stderr();
+    let stopped: i32 = log
+        .lines()
+        .find_map(|l| l.split("Stopping worker ").nth(1))
+        .and_then(|r| r.strip_suffix(" gracefully"))
+        .map(pid_in_bare)
+        .unwrap();
+    let kept = *pids.iter().find(|&&p| p != stopped).unwrap();
+    // It is still finishing its request, not killed.
+    assert!(!proc_gone(stopped), "worker {stopped} died with a request in flight");
+
+    let (mut c, id) = busy.remove(&stopped).unwrap();
+    let r = c.response();
+    assert_eq!((r.status, r.text()), (200, format!("slept {id} pid={stopped}")));
+    assert!(
+        wait_until(Duration::from_secs(5), || proc_gone(stopped)),
+        "worker {stopped} still alive after its last request"
+    );
+    s.expect_log(&format!("Worker {stopped} exited normally"), Duration::from_secs(5));
+    assert_eq!(s.wait_workers(1, Duration::from_secs(5)), [kept]);
+    // The other one was left alone and finishes too.
+    let (mut c, id) = busy.remove(&kept).unwrap();
+    assert_eq!(c.response().text(), format!("slept {id} pid={kept}"));
+}
+
+#[test]
+fn hup_replaces_every_worker_with_zero_failed_requests() {
+    let s = start(&["-p", "2"]);
+    let old = s.wait_workers(2, BOOT);
+    let load = Load::start(s.addr(), "/", &[LoadMode::Fresh, LoadMode::KeepAlive]);
+    assert!(load.wait_ok(50, Duration::from_secs(5)), "the load did not get going");
+    let ok_before = load.ok();
+    s.signal(libc::SIGHUP);
+    let mut new = Vec::new();
+    let replaced = wait_until(Duration::from_secs(10), || {
+        new = s.workers();
+        old.iter().all(|&p| proc_gone(p)) && new.len() == 2 && new.iter().all(|&p| s.booted(p) && !old.contains(&p))
+    });
+    let during = load.ok() - ok_before;
+    assert!(replaced, "HUP did not replace {old:?} within 10 s; workers now {new:?}");
+    // It goes on with the new workers.
+    let target = load.ok() + 100;
+    assert!(
+        load.wait_ok(target, Duration::from_secs(5)),
+        "no requests served after the reload"
+    );
+    let report = load.stop();
+    assert_no_failures(&report);
+    assert!(during > 0, "nothing served while the workers were replaced: {report:?}");
+    assert!(new.iter().any(|p| report.by_pid.contains_key(p)), "{report:?}");
+    assert!(old.iter().any(|p| report.by_pid.contains_key(p)), "{report:?}");
+    for p in &old {
+        assert!(s.stderr().contains(&format!("Worker {p} exited normally")), "{p}");
+    }
+    eprintln!("HUP under load: {report:?}, {during} served during the reload");
+}
+
+#[test]
+fn kill_9_of_a_worker_under_load_is_replaced() {
+    let s = start(&["-p", "2"]);
+    let pids = s.wait_workers(2, BOOT);
+    let threads = [LoadMode::Fresh, LoadMode::KeepAlive];
+    let load = Load::start(s.addr(), "/", &threads);
+    assert!(load.wait_ok(50, Duration::from_secs(5)), "the load did not get going");
+    let victim = pids[0];
+    kill(victim, libc::SIGKILL);
+    let mut now = Vec::new();
+    let replaced = wait_until(Duration::from_secs(10), || {
+        now = s.workers();
+        proc_gone(victim) && now.len() == 2 && now.iter().all(|&p| p != victim && s.booted(p))
+    });
+    assert!(replaced, "worker {victim} not replaced; workers now {now:?}");
+    assert!(now.contains(&pids[1]), "the other worker was replaced too: {now:?}");
+    s.expect_log(
+        &format!("Worker {victim} was killed by SIGKILL"),
+        Duration::from_secs(2),
+    );
+    let failed_at_kill = load.failed();
+    let target = load.ok() + 100;
+    assert!(load.wait_ok(target, Duration::from_secs(5)), "the load did not go on");
+    let report = load.stop();
+    // Only what that worker had in flight may fail, and nothing after.
+    assert!(
+        report.failed <= 2 * threads.len(),
+        "more failures than requests in flight: {report:#?}"
+    );
+    assert_eq!(
+        report.failed, failed_at_kill,
+        "failures after the replacement: {report:#?}"
+    );
+    eprintln!("kill -9 under load: {report:?}");
+}
+
+#[test]
+fn stopped_worker_is_killed_after_timeout_and_replaced() {
+    let s = start(&["-p", "1", "--timeout", "2"]);
+    let hung = s.wait_workers(1, BOOT)[0];
+    kill(hung, libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    // Up to 1 s since the last beat + 2 s timeout, then 3 s to SIGKILL.
+    let limit = Duration::from_secs(10);
+    assert!(
+        wait_until(limit, || proc_gone(hung)),
+        "the stopped worker {hung} still exists after {limit:?}"
+    );
+    let took = stopped_at.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "killed {took:?} after SIGSTOP, before the timeout"
+    );
+    let log = s.stderr();
+    assert!(
+        log.contains(&format!("Worker {hung} timed out (no heartbeat); aborting it")),
+        "{log}"
+    );
+    s.expect_log(&format!("Worker {hung} was killed by SIGKILL"), Duration::from_secs(2));
+    let fresh = s.wait_workers(1, BOOT)[0];
+    assert_ne!(fresh, hung);
+    assert_eq!(pid_in(&s.get("/").text()), fresh);
+}
+
+#[test]
+fn term_with_slow_request_in_flight() {
+    let mut s = start(&["-p", "2"]);
+    let pids = s.wait_workers(2, BOOT);
+    let _guard = leftovers(&s, &pids);
+    let (mut slow, pid) = slow_request(&s, 1.5, "term", Duration::from_secs(5));
+    let pid = pid.expect("the slow request did not start");
+    s.signal(libc::SIGTERM);
+    s.expect_log("Received SIGTERM: stopping gracefully", Duration::from_secs(5));
+    let r = slow.response();
+    assert_eq!((r.status, r.text()), (200, format!("slept term pid={pid}")));
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    let st = s.wait_exit(Duration::from_secs(10));
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+    for p in &pids {
+        assert!(proc_gone(*p), "worker {p} outlived the master");
+        assert!(s.stderr().contains(&format!("Worker {p} exited normally")), "{p}");
+    }
+    assert!(s.stderr().contains("Shutting down: all workers exited"));
+}
+
+#[test]
+fn int_exits_quickly() {
+    let mut s = start(&["-p", "2"]);
+    let pids = s.wait_workers(2, BOOT);
+    let _guard = leftovers(&s, &pids);
+    // A request that would take a minute does not hold a quick stop.
+    let (mut stuck, _) = slow_request(&s, 60.0, "stuck", Duration::from_secs(5));
+    let started = Instant::now();
+    s.signal(libc::SIGINT);
+    let st = s.wait_exit(Duration::from_secs(5));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "SIGINT took {took:?}");
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+    for p in &pids {
+        assert!(proc_gone(*p), "worker {p} outlived the master");
+    }
+    assert!(stuck.read_to_end(Duration::from_secs(2)).closed());
+}
+
+#[test]
+fn max_requests_recycling_under_load_with_zero_failures() {
+    let s = start(&["-p", "2", "--max-requests", "50", "--max-requests-jitter", "10"]);
+    let first = s.wait_workers(2, BOOT);
+    let load = Load::start(s.addr(), "/", &[LoadMode::Fresh, LoadMode::KeepAlive]);
+    // At least two workers replaced (their successors booted before they
+    // were stopped), over at least 400 requests.
+    let replaced = || s.log_count("reached its max requests; replacing it") >= 2 && s.log_count("exited normally") >= 2;
+    let done = wait_until(Duration::from_secs(15), || load.ok() >= 400 && replaced());
+    let report = load.stop();
+    assert!(
+        done,
+        "within 15 s: {} requests served, {} workers retired, {} exited",
+        report.ok,
+        s.log_count("reached its max requests"),
+        s.log_count("exited normally")
+    );
+    assert_no_failures(&report);
+    let later: Vec<_> = report.by_pid.keys().filter(|p| !first.contains(p)).collect();
+    assert!(
+        !later.is_empty(),
+        "served by {:?}; first workers {first:?}",
+        report.by_pid
+    );
+    // None retired early (the load is the only traffic).
+    for (pid, n) in &report.by_pid {
+        if s.stderr().contains(&format!("Worker {pid} reached its max requests")) {
+            assert!(
+                *n >= 50,
+                "worker {pid} retired after {n} requests with --max-requests 50"
+            );
+        }
+    }
+    assert!(!s.stderr().contains("killed by"), "{}", s.stderr());
+    s.wait_workers(2, BOOT);
+    eprintln!("max requests under load: {report:?}");
+}
+
+#[test]
+fn boot_failure_stops_the_master_with_code_4() {
+    let done = Server::builder("zibai_missing_module:app")
+        .args(["-p", "2"])
+        .run_to_exit(Duration::from_secs(10));
+    assert_eq!(
+        done.status.code(),
+        Some(4),
+        "{}:\n{}",
+        describe_status(&done.status),
+        done.stderr
+    );
+    assert!(done.elapsed < Duration::from_secs(10));
+    assert!(done.stderr.contains("zibai_missing_module"), "{}", done.stderr);
+    assert!(
+        done.stderr
+            .contains("A worker failed to boot; shutting down (exit code 4)"),
+        "{}",
+        done.stderr
+    );
+    let boots = done.stderr.matches("Booting worker").count();
+    assert!(boots <= 3, "{boots} workers started, a respawn loop:\n{}", done.stderr);
+}
+
+#[test]
+fn master_sigkill_takes_workers_down() {
+    let mut s = start(&["-p", "2"]);
+    let pids = s.wait_workers(2, BOOT);
+    let _guard = leftovers(&s, &pids);
+    s.signal(libc::SIGKILL);
+    s.wait_exit(Duration::from_secs(5));
+    let limit = Duration::from_secs(5);
+    assert!(
+        wait_until(limit, || pids.iter().all(|&p| proc_gone(p))),
+        "workers still alive {limit:?} after the master was killed: {:?}",
+        pids.iter().filter(|&&p| !proc_gone(p)).collect::<Vec<_>>()
+    );
+}
+
+/// The fds of the test process itself that a child inherits (not
+/// close-on-exec), as `(fd, target)`: whatever ran the tests may leave some
+/// open, and the server passes on what it was given.
+fn inherited_from_us() -> BTreeSet<(i32, String)> {
+    fd_targets(std::process::id() as i32)
+        .into_iter()
+        .filter(|(fd, _)| {
+            // SAFETY: F_GETFD on an fd number only reads its flags; one
+            // closed since is an error, not undefined behaviour.
+            let flags = unsafe { libc::fcntl(*fd, libc::F_GETFD) };
+            flags >= 0 && flags & libc::FD_CLOEXEC == 0
+        })
+        .collect()
+}
+
+/// Socket and pipe targets (which name their inode) of `pid`'s fds 3 and up.
+fn channels(pid: i32) -> BTreeSet<String> {
+    fd_targets(pid)
+        .into_iter()
+        .filter(|(fd, t)| *fd > 2 && (t.starts_with("socket:") || t.starts_with("pipe:")))
+        .map(|(_, t)| t)
+        .collect()
+}
+
+#[test]
+fn no_fd_leaks_into_workers() {
+    let s = Server::start("fds:app", &["-p", "2"]);
+    let pids = s.wait_workers(2, BOOT);
+    let ours = inherited_from_us();
+    let ours_targets: BTreeSet<String> = ours.iter().map(|(_, t)| t.clone()).collect();
+
+    // At import time, before serving, every fd but stdio is close-on-exec:
+    // nothing reaches what the app may spawn.
+    for &pid in &pids {
+        let path = s.tmp().join(format!("fds-{pid}.txt"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let fds: Vec<(i32, bool, String)> = crate::util::Kv::parse(&text)
+            .all("fd")
+            .iter()
+            .map(|v| {
+                let mut f = v.splitn(3, ',');
+                let fd = f.next().unwrap().parse().unwrap();
+                let cloexec = f.next().unwrap() == "1";
+                (fd, cloexec, f.next().unwrap().to_string())
+            })
+            .collect();
+        let open: Vec<_> = fds
+            .iter()
+            .filter(|(fd, cloexec, t)| *fd > 2 && !cloexec && !ours.contains(&(*fd, t.clone())))
+            .collect();
+        assert!(
+            open.is_empty(),
+            "worker {pid} imports the app with inheritable fds {open:?}; all: {fds:?}"
+        );
+        // Its listener and its end of the control socket, nothing more.
+        let socks: Vec<_> = fds
+            .iter()
+            .filter(|(_, _, t)| t.starts_with("socket:") && !ours_targets.contains(t))
+            .collect();
+        assert_eq!(socks.len(), 2, "worker {pid}'s sockets at import: {socks:?}");
+    }
+
+    // Now, serving: the only socket or pipe a worker shares with the
+    // master or another worker is the listener (not a control socket of
+    // another worker, not the master's signal pipe).
+    let master: BTreeSet<String> = channels(s.pid()).difference(&ours_targets).cloned().collect();
+    let w: Vec<BTreeSet<String>> = pids.iter().map(|&p| channels(p)).collect();
+    let shared_0: BTreeSet<_> = master.intersection(&w[0]).cloned().collect();
+    let shared_1: BTreeSet<_> = master.intersection(&w[1]).cloned().collect();
+    let between: BTreeSet<_> = w[0]
+        .intersection(&w[1])
+        .filter(|t| !ours_targets.contains(*t))
+        .cloned()
+        .collect();
+    assert_eq!(
+        shared_0.len(),
+        1,
+        "worker {} shares {shared_0:?} with the master {master:?}",
+        pids[0]
+    );
+    assert_eq!(shared_0, shared_1, "the workers share different things with the master");
+    assert_eq!(between, shared_0, "the workers share {between:?}");
+    assert!(shared_0.iter().all(|t| t.starts_with("socket:")));
+    assert_eq!(s.get("/").status, 200);
+}
+
+/// A request that reached a worker's accepted connection before its
+/// graceful stop began is answered, even if every app thread was busy
+/// then: the client sent it on a connection the server had accepted, so for
+/// the client it is in flight. (Under load this is a fresh connection
+/// accepted by a worker just before HUP, TTOU or max requests stop it.)
+#[test]
+fn graceful_stop_answers_a_request_waiting_on_an_accepted_connection() {
+    let s = start(&["-p", "1", "-w", "2"]);
+    let old = s.wait_workers(1, BOOT)[0];
+    let sockets = || channels(old).iter().filter(|t| t.starts_with("socket:")).count();
+    // One app thread busy, the other waiting for connections.
+    let (mut a, pid) = slow_request(&s, 1.5, "a", Duration::from_secs(5));
+    assert_eq!(pid, Some(old));
+    let base = sockets();
+    let mut c = s.connect();
+    assert!(
+        wait_until(Duration::from_secs(5), || sockets() > base),
+        "worker {old} did not accept the connection"
+    );
+    // The second thread busy too: nothing reads the connection now.
+    let (mut b, pid) = slow_request(&s, 1.5, "b", Duration::from_secs(5));
+    assert_eq!(pid, Some(old));
+    c.send(b"GET /waiting HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.signal(libc::SIGHUP);
+    s.expect_log(&format!("Stopping worker {old} gracefully"), BOOT);
+    assert_eq!(a.response().text(), format!("slept a pid={old}"));
+    assert_eq!(b.response().text(), format!("slept b pid={old}"));
+    let r = c.read_response(false).unwrap_or_else(|e| {
+        let logged = s
+            .log_lines_of(old)
+            .into_iter()
+            .find(|l| l.contains("GET /waiting"))
+            .unwrap_or_default();
+        panic!("the request sent before HUP got no response ({e}); the server's access line for it: {logged:?}")
+    });
+    assert_eq!((r.status, r.text()), (200, format!("pid={old}")));
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+}
