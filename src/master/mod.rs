@@ -479,6 +479,11 @@ impl Master {
         for w in &mut self.workers {
             w.state = State::Stopping;
             w.tell(&ToWorker::Stop { graceful });
+            if !graceful {
+                // Also for a worker still importing the app, which reads
+                // its control socket only once booted.
+                w.signal(Signal::SIGINT);
+            }
         }
     }
 
