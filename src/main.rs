@@ -118,7 +118,13 @@ fn run() -> anyhow::Result<ExitCode> {
             config.unix_socket_perms,
         )?,
     };
-    // Bound first, so a port in use is reported on the terminal.
+    // Bound first, so a port in use is reported on the terminal; the
+    // pidfile is tried first too (the daemon's own pid is written after).
+    if config.daemon
+        && let (Some(path), None) = (&config.pidfile, &upgrade)
+    {
+        Pidfile::create(path, std::process::id())?.0.remove();
+    }
     let ready_pipe = if config.daemon { Some(daemon::detach()?) } else { None };
     let pidfile = match &config.pidfile {
         Some(path) => {

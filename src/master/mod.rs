@@ -244,6 +244,15 @@ impl Master {
         }
         self.old_master = None;
         log::info!("The old master {old} exited; this master takes over");
+        // The socket files are ours to remove at exit now (nginx's rule).
+        for l in &mut self.listeners {
+            if let listeners::Local::Unix(path) = &l.local
+                && !path.starts_with('@')
+                && !path.is_empty()
+            {
+                l.unix_path = Some(PathBuf::from(path));
+            }
+        }
         if let (Some(p), Some(name)) = (self.pidfile.as_mut(), self.config.pidfile.as_ref())
             && let Err(e) = p.rename_to(name)
         {
@@ -475,7 +484,12 @@ impl Master {
             }
             _ => return,
         }
-        self.announcer.stopping();
+        match self.new_master {
+            // After USR2 the service goes on in the new master: tell systemd
+            // whom to follow instead of announcing a stop.
+            Some(pid) => self.announcer.main_pid(pid.as_raw() as u32),
+            None => self.announcer.stopping(),
+        }
         for w in &mut self.workers {
             w.state = State::Stopping;
             w.tell(&ToWorker::Stop { graceful });

@@ -22,9 +22,32 @@ pub struct Announcer {
 fn send(states: &[NotifyState<'_>]) {
     // No NOTIFY_SOCKET means nothing to do; a failure is worth a line, not
     // an exit: the server itself is fine.
-    if let Err(e) = sd_notify::notify(states) {
-        log::warn!("cannot notify systemd: {e}");
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = send_to(&path, states) {
+        log::warn!("cannot notify systemd at {}: {e}", path.to_string_lossy());
     }
+}
+
+/// sd_notify's wire format, sent ourselves because the sd-notify crate
+/// (0.5) treats `@name` (an abstract socket, as systemd may pass) as a path.
+fn send_to(path: &std::ffi::OsStr, states: &[NotifyState<'_>]) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let addr = match path.as_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(path)?,
+    };
+    let mut msg = String::new();
+    for s in states {
+        msg.push_str(&s.to_string());
+        msg.push('\n');
+    }
+    let sock = UnixDatagram::unbound()?;
+    sock.send_to_addr(msg.as_bytes(), &addr)?;
+    Ok(())
 }
 
 impl Announcer {

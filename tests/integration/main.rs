@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod listen;
 mod master;
+mod operate;
 mod slow_clients;
 mod smuggling;
 mod startup;
