@@ -565,3 +565,87 @@ fn graceful_stop_answers_a_request_waiting_on_an_accepted_connection() {
     assert_eq!((r.status, r.text()), (200, format!("pid={old}")));
     assert_eq!(r.header("connection"), Some("close"), "{r:?}");
 }
+
+#[test]
+fn boot_timeout_aborts_a_worker_stuck_importing() {
+    let s = Server::builder("slow_import:app")
+        .args(["-p", "1", "--boot-timeout", "1"])
+        .start_without_waiting();
+    s.expect_log("timed out (boot); aborting it", Duration::from_secs(6));
+    s.expect_log("was killed by SIGABRT", Duration::from_secs(5));
+}
+
+#[test]
+fn repeated_early_deaths_back_off() {
+    let s = Server::builder("crash_soon:app")
+        .args(["-p", "1"])
+        .start_without_waiting();
+    s.expect_log("early worker deaths in a row; next start in", Duration::from_secs(10));
+    // Doubling from 100 ms: within 3 s of the first boot there is room for
+    // only a handful of restarts, not a tight loop.
+    let started = Instant::now();
+    s.expect_log("Booting worker", Duration::from_secs(1));
+    while started.elapsed() < Duration::from_secs(3) {
+        assert!(s.log_count("Booting worker") < 15, "respawn loop:\n{}", s.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(s.log_count("exited with code 7") >= 2);
+}
+
+#[test]
+fn hooks_run_in_every_worker() {
+    let hooks = [
+        "-p",
+        "2",
+        "--before-serve",
+        "hooks:before_serve",
+        "--before-graceful-exit",
+        "hooks:before_graceful_exit",
+        "--before-died",
+        "hooks:before_died",
+    ];
+    let mut s = start(&hooks);
+    s.wait_workers(2, BOOT);
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(10));
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+    let log = std::fs::read_to_string(s.tmp().join("hooks.log")).unwrap_or_default();
+    for hook in ["before_serve", "before_graceful_exit", "before_died"] {
+        assert_eq!(log.lines().filter(|l| *l == hook).count(), 2, "{hook} in:\n{log}");
+    }
+}
+
+#[test]
+fn quit_exits_quickly() {
+    let mut s = start(&["-p", "2"]);
+    let pids = s.wait_workers(2, BOOT);
+    let _guard = leftovers(&s, &pids);
+    let (mut stuck, _) = slow_request(&s, 60.0, "stuck", Duration::from_secs(5));
+    let started = Instant::now();
+    s.signal(libc::SIGQUIT);
+    let st = s.wait_exit(Duration::from_secs(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "SIGQUIT took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+    assert!(stuck.read_to_end(Duration::from_secs(2)).closed());
+}
+
+#[test]
+fn usr1_is_forwarded_to_every_worker() {
+    let s = Server::builder("pids:app")
+        .args(["-p", "2"])
+        .env("ZIBAI_LOG", "debug")
+        .start();
+    let pids = s.wait_workers(2, BOOT);
+    s.signal(libc::SIGUSR1);
+    s.expect_log("Received SIGUSR1: reopening logs", Duration::from_secs(5));
+    for p in pids {
+        let told = wait_until(Duration::from_secs(5), || {
+            s.log_lines_of(p).iter().any(|l| l.contains("reopening logs"))
+        });
+        assert!(told, "worker {p} was not told to reopen its logs");
+    }
+}

@@ -252,6 +252,12 @@ impl Builder {
     }
 
     /// Starts the server and waits until it is serving.
+    /// Starts the server without waiting for it to serve (for servers
+    /// that are not expected to: stuck or crashing apps).
+    pub fn start_without_waiting(self) -> Server {
+        self.spawn()
+    }
+
     pub fn start(self) -> Server {
         self.try_start()
             .unwrap_or_else(|e| panic!("the server exited instead of serving: {e}"))
