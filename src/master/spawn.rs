@@ -38,23 +38,13 @@ pub fn spawn_worker(exe: &std::path::Path, listeners: &[Listener], max_requests:
     fds.extend(listeners.iter().map(|l| l.fd.as_raw_fd()));
     let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
     let master_pid = nix::unistd::getpid();
-    let mut cmd = Command::new(exe);
-    let mut argv = std::env::args_os();
-    cmd.arg0(argv.next().unwrap_or_else(|| "zibai".into()))
-        .args(argv)
-        .env(WORKER_ENV, list)
+    let mut cmd = reexec(exe, fds);
+    cmd.env(WORKER_ENV, list)
         .env(MAX_REQUESTS_ENV, max_requests.to_string());
-    let keep = fds.clone();
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (fcntl, prctl, getppid) on fds that are open in
-    // the child; it allocates nothing.
+    // SAFETY: runs in the forked child before exec (after `reexec`'s step)
+    // and only makes async-signal-safe calls (prctl, getppid).
     unsafe {
         cmd.pre_exec(move || {
-            for &fd in &keep {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
             // If the master dies, the kernel tells the worker, even if the
             // control socket's EOF were somehow missed.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
@@ -73,6 +63,28 @@ pub fn spawn_worker(exe: &std::path::Path, listeners: &[Listener], max_requests:
         child,
         control: master_end,
     })
+}
+
+/// A command that runs `exe` with our own arguments (and `argv[0]`), with
+/// the fds in `inherit` left open across exec: close-on-exec is cleared on
+/// them in the child only, so nothing else leaks into it.
+pub fn reexec(exe: &std::path::Path, inherit: Vec<RawFd>) -> Command {
+    let mut cmd = Command::new(exe);
+    let mut argv = std::env::args_os();
+    cmd.arg0(argv.next().unwrap_or_else(|| "zibai".into())).args(argv);
+    // SAFETY: the closure runs in the forked child before exec; fcntl is
+    // async-signal-safe, the fds are open in the child, nothing allocates.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// In a worker: takes the inherited fds named by the environment, and

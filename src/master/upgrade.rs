@@ -6,9 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nix::unistd::Pid;
 
@@ -29,24 +27,8 @@ pub fn start_new_master(listeners: &[Listener]) -> io::Result<Pid> {
     };
     let fds: Vec<RawFd> = listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
     let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
-    let mut argv = std::env::args_os();
-    let mut cmd = Command::new(&exe);
-    cmd.arg0(argv.next().unwrap_or_else(|| "zibai".into()))
-        .args(argv)
-        .env(FDS_ENV, list)
-        .env(FROM_ENV, std::process::id().to_string());
-    // SAFETY: runs in the forked child before exec; fcntl is
-    // async-signal-safe and the fds are open in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            for &fd in &fds {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = super::spawn::reexec(&exe, fds);
+    cmd.env(FDS_ENV, list).env(FROM_ENV, std::process::id().to_string());
     let child = cmd.spawn()?;
     Ok(Pid::from_raw(child.id() as i32))
 }
