@@ -2,6 +2,7 @@
 //! so that tests and fuzz targets reach the same code.
 
 pub mod config;
+pub mod logging;
 pub mod master;
 pub mod proto;
 pub mod worker;

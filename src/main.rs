@@ -1,9 +1,8 @@
-//! Role dispatch: a worker started by a master, the master itself (`-p N`),
-//! or single-process mode, where the worker runs in the main process on the
-//! listeners the master code bound.
+//! `zibai`: the command line and the master. It binds the listeners, then
+//! either supervises `zibai-worker` processes (`-p N`) or, in single-process
+//! mode, replaces itself with one. This binary never embeds Python (it does
+//! not link libpython at all), which keeps the master small.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -13,63 +12,7 @@ use zibai::config::{Cli, Config};
 use zibai::master::listeners::{self, Listener};
 use zibai::master::notify::Announcer;
 use zibai::master::pidfile::Pidfile;
-use zibai::master::supervise::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use zibai::master::{self, daemon, spawn};
-use zibai::worker::{self, Role, WorkerError, control::Control};
-
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().filter_or("ZIBAI_LOG", "info"))
-        .format(|buf, record| {
-            let ts = buf.timestamp_millis();
-            writeln!(
-                buf,
-                "[{ts}] [{}] [{}] {}",
-                std::process::id(),
-                record.level(),
-                record.args()
-            )
-        })
-        .init();
-}
-
-fn config(cli: Cli) -> anyhow::Result<Config> {
-    Ok(cli.into_config(|k| std::env::var(k).ok())?)
-}
-
-/// Exit code of a worker that returned an error (gunicorn's codes, which
-/// make the master stop instead of respawning).
-fn worker_exit(result: Result<i32, WorkerError>) -> ExitCode {
-    match result {
-        Ok(code) => ExitCode::from(code as u8),
-        Err(WorkerError::Load(e)) => {
-            log::error!("{e}");
-            ExitCode::from(APP_LOAD_ERROR as u8)
-        }
-        Err(e) => {
-            log::error!("{e}");
-            ExitCode::from(WORKER_BOOT_ERROR as u8)
-        }
-    }
-}
-
-fn run_worker(cli: Cli, inherited: std::io::Result<spawn::Inherited>) -> anyhow::Result<ExitCode> {
-    let inherited = inherited.context("bad worker environment")?;
-    // `ps` and `top` show "zibai: worker" rather than "exe" (we exec
-    // /proc/self/exe); PR_SET_NAME sets the process name from the main thread.
-    // SAFETY: prctl with a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"zibai: worker".as_ptr()) };
-    let config = config(cli)?;
-    let listeners = inherited
-        .listeners
-        .iter()
-        .map(|&fd| listeners::adopt(fd))
-        .collect::<Result<Vec<_>, _>>()?;
-    let control = Control {
-        sock: UnixStream::from(inherited.control),
-        max_requests: inherited.max_requests,
-    };
-    Ok(worker_exit(worker::run(config, listeners, Role::Worker(control))))
-}
 
 /// Sockets handed over by systemd (socket activation), if any are ours.
 fn systemd_listeners() -> anyhow::Result<Option<Vec<Listener>>> {
@@ -95,13 +38,14 @@ fn systemd_listeners() -> anyhow::Result<Option<Vec<Listener>>> {
     Ok(Some(listeners))
 }
 
+fn config(cli: Cli) -> anyhow::Result<Config> {
+    Ok(cli.into_config(|k| std::env::var(k).ok())?)
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     // Parse first: `--help` and `--version` need no logger.
     let cli = Cli::parse();
-    init_logging();
-    if let Some(inherited) = spawn::inherited() {
-        return run_worker(cli, inherited);
-    }
+    zibai::logging::init();
     let config = config(cli)?;
     let upgrade = master::upgrade::inherited();
     let listeners = match (&upgrade, systemd_listeners()?) {
@@ -141,14 +85,17 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let announcer = Announcer::new(ready_pipe);
     if config.subprocess == 0 {
-        let code = worker_exit(worker::run(config, listeners, Role::Single(announcer)));
+        // The worker binary takes this process over (same pid: the pidfile,
+        // systemd and the daemon's parent see no difference) and removes the
+        // pidfile at exit.
+        let err = spawn::exec_single(&listeners, ready_pipe.as_ref(), pidfile.as_ref().map(Pidfile::path));
         if let Some(p) = pidfile {
             p.remove();
         }
-        return Ok(code);
+        return Err(err.into());
     }
+    let announcer = Announcer::new(ready_pipe);
     let mut master = master::Master::new(config, listeners, announcer, pidfile)?;
     if let Some((_, old)) = upgrade {
         log::info!("Started by master {old} (binary upgrade)");

@@ -148,6 +148,20 @@ pub fn adopt(raw: RawFd) -> Result<Listener, ListenError> {
     adopt_fd(&ListenAddr::Fd(raw), raw)
 }
 
+/// Takes over a listening socket the process we replaced bound for us:
+/// ours to shut down at stop, and its socket file ours to remove.
+pub fn adopt_owned(raw: RawFd) -> Result<Listener, ListenError> {
+    let mut l = adopt(raw)?;
+    l.bound_here = true;
+    if let Local::Unix(path) = &l.local
+        && !path.is_empty()
+        && !path.starts_with('@')
+    {
+        l.unix_path = Some(PathBuf::from(path));
+    }
+    Ok(l)
+}
+
 /// Takes over a listening socket someone else bound (`fd://N`), after
 /// checking that it is one.
 fn adopt_fd(addr: &ListenAddr, raw: RawFd) -> Result<Listener, ListenError> {

@@ -108,7 +108,7 @@ pub struct Master {
     /// Every worker of the current generation has booted (READY was said).
     settled: bool,
     listeners: Vec<Listener>,
-    exe: PathBuf,
+    worker_binary: spawn::WorkerBinary,
     workers: Vec<Worker>,
     desired: usize,
     generation: u64,
@@ -149,9 +149,7 @@ impl Master {
         announcer: notify::Announcer,
         pidfile: Option<pidfile::Pidfile>,
     ) -> Result<Master, MasterError> {
-        // Workers run the binary the master runs, even if the file on disk
-        // was replaced since (that is what USR2 is for).
-        let exe = PathBuf::from("/proc/self/exe");
+        let worker_binary = spawn::WorkerBinary::open().map_err(|e| MasterError::Setup(e.to_string()))?;
         Ok(Master {
             announcer,
             pidfile,
@@ -159,7 +157,7 @@ impl Master {
             desired: config.subprocess.max(1),
             config,
             listeners,
-            exe,
+            worker_binary,
             workers: Vec::new(),
             generation: 0,
             next_id: 1,
@@ -295,7 +293,7 @@ impl Master {
             0 => 0,
             n => n + random_up_to(self.config.max_requests_jitter),
         };
-        let spawned = spawn::spawn_worker(&self.exe, &self.listeners, max)?;
+        let spawned = spawn::spawn_worker(&self.worker_binary.path(), &self.listeners, max)?;
         let pid = Pid::from_raw(spawned.child.id() as i32);
         spawned.control.set_nonblocking(true)?;
         // The Child handle is not needed: reaping is done by waitpid(-1).

@@ -161,6 +161,16 @@ impl Pidfile {
     }
 }
 
+/// Removes the pidfile at `path` if it names `pid`: the same as
+/// [`Pidfile::remove`] for a process that inherited the file across exec.
+pub fn remove_if_ours(path: &Path, pid: u32) -> bool {
+    Pidfile {
+        path: path.to_owned(),
+        pid,
+    }
+    .remove()
+}
+
 /// Reads a pidfile: `Ok(Some(pid))` if it holds a usable pid (a decimal
 /// number, surrounding whitespace allowed, from 1 to `i32::MAX`), `Ok(None)`
 /// if it holds anything else, and an error (`NotFound` when it is missing) if

@@ -1,12 +1,15 @@
-//! Starting a worker: fork+exec of our own binary in the worker role, with
-//! the listeners and one end of a control socket inherited. Everything else
-//! stays close-on-exec; the child only clears that flag on the fds it must
-//! keep, in `pre_exec`, as shellflip does.
+//! Starting workers: fork+exec of the `zibai-worker` binary (the only one
+//! that links libpython, so the master stays small), with the listeners
+//! and one end of a control socket inherited. Everything else stays
+//! close-on-exec; the child only clears that flag on the fds it must keep,
+//! in `pre_exec`, as shellflip does. Single-process mode execs the worker
+//! binary in place of the `zibai` process.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use crate::master::listeners::Listener;
@@ -28,6 +31,84 @@ pub struct Inherited {
     pub control: OwnedFd,
     pub listeners: Vec<RawFd>,
     pub max_requests: u64,
+}
+
+/// Single-process mode: `FD[+],...`, the listeners (`+`: bound by us, so
+/// ours to shut down and, for unix sockets, to remove).
+pub const SINGLE_ENV: &str = "ZIBAI_SINGLE_FDS";
+/// Single-process mode: the `--daemon` readiness pipe's fd.
+pub const READY_ENV: &str = "ZIBAI_READY_FD";
+/// Single-process mode: the pidfile to remove at exit if it still names us.
+pub const PIDFILE_ENV: &str = "ZIBAI_PIDFILE";
+
+/// Our own binary's path as it is on disk now (after a package upgrade
+/// replaced the file, not the deleted one we run).
+pub fn own_exe() -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    })
+}
+
+/// The path of a binary installed next to ours.
+pub fn sibling(name: &str) -> io::Result<PathBuf> {
+    Ok(own_exe()?.with_file_name(name))
+}
+
+/// The worker binary, opened once: workers keep running the binary this
+/// master started with even if a package upgrade replaces it on disk
+/// (a binary upgrade is USR2's job), and a missing file is reported at once.
+pub struct WorkerBinary {
+    file: std::fs::File,
+}
+
+impl WorkerBinary {
+    pub fn open() -> io::Result<WorkerBinary> {
+        let path = sibling("zibai-worker")?;
+        let file = std::fs::File::open(&path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open the worker binary {}: {e}", path.display()),
+            )
+        })?;
+        Ok(WorkerBinary { file })
+    }
+
+    /// A path that execs the opened file (the fd is close-on-exec: the
+    /// kernel opens the path before it closes anything).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+/// Single-process mode: replaces this process with the worker binary,
+/// serving on `listeners`. Returns only on failure.
+pub fn exec_single(listeners: &[Listener], ready: Option<&OwnedFd>, pidfile: Option<&Path>) -> io::Error {
+    let exe = match sibling("zibai-worker") {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let mut inherit: Vec<RawFd> = listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
+    inherit.extend(ready.map(|fd| fd.as_raw_fd()));
+    let list = listeners
+        .iter()
+        .map(|l| format!("{}{}", l.fd.as_raw_fd(), if l.bound_here { "+" } else { "" }))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut cmd = reexec(&exe, inherit);
+    cmd.env(SINGLE_ENV, list);
+    if let Some(fd) = ready {
+        cmd.env(READY_ENV, fd.as_raw_fd().to_string());
+    }
+    if let Some(p) = pidfile {
+        cmd.env(PIDFILE_ENV, p);
+    }
+    let err = cmd.exec();
+    io::Error::new(
+        err.kind(),
+        format!("cannot run the worker binary {}: {err}", exe.display()),
+    )
 }
 
 /// Starts a worker running `exe` with our own arguments.
@@ -87,10 +168,28 @@ pub fn reexec(exe: &std::path::Path, inherit: Vec<RawFd>) -> Command {
     cmd
 }
 
-/// In a worker: takes the inherited fds named by the environment, and
-/// removes the variables so the app does not see them.
-pub fn inherited() -> Option<io::Result<Inherited>> {
-    let list = std::env::var(WORKER_ENV).ok()?;
+/// How the worker binary was started, read once from the environment.
+pub enum Start {
+    /// By a master, with a control socket.
+    Worker(Inherited),
+    /// In place of `zibai` in single-process mode.
+    Single(SingleStart),
+}
+
+pub struct SingleStart {
+    /// Listening fds, and whether we bound them ourselves.
+    pub listeners: Vec<(RawFd, bool)>,
+    pub ready: Option<OwnedFd>,
+    pub pidfile: Option<PathBuf>,
+}
+
+/// Reads and removes the variables that give the worker its role and fds
+/// (the app must not see them). `None`: not started by zibai.
+pub fn start() -> Option<io::Result<Start>> {
+    let worker = std::env::var(WORKER_ENV).ok();
+    let single = std::env::var(SINGLE_ENV).ok();
+    let ready = std::env::var(READY_ENV).ok();
+    let pidfile = std::env::var_os(PIDFILE_ENV);
     let max_requests = std::env::var(MAX_REQUESTS_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -98,31 +197,59 @@ pub fn inherited() -> Option<io::Result<Inherited>> {
     // SAFETY: called from main before any other thread exists, so nothing
     // reads the environment concurrently.
     unsafe {
-        std::env::remove_var(WORKER_ENV);
-        std::env::remove_var(MAX_REQUESTS_ENV);
-        // systemd talks to the master; an app that notified it from a
-        // worker would confuse it.
-        std::env::remove_var("NOTIFY_SOCKET");
-        std::env::remove_var("WATCHDOG_USEC");
-        std::env::remove_var("WATCHDOG_PID");
+        for var in [WORKER_ENV, SINGLE_ENV, READY_ENV, PIDFILE_ENV, MAX_REQUESTS_ENV] {
+            std::env::remove_var(var);
+        }
+        if worker.is_some() {
+            // systemd talks to the master; an app that notified it from a
+            // worker would confuse it.
+            std::env::remove_var("NOTIFY_SOCKET");
+            std::env::remove_var("WATCHDOG_USEC");
+            std::env::remove_var("WATCHDOG_PID");
+        }
     }
-    let parse = || -> io::Result<Inherited> {
-        let mut fds = list.split(',').map(|s| {
-            s.parse::<RawFd>()
-                .map_err(|_| io::Error::other(format!("bad {WORKER_ENV} value {list:?}")))
-        });
-        let control = fds
-            .next()
-            .ok_or_else(|| io::Error::other(format!("empty {WORKER_ENV}")))??;
-        // SAFETY: `control` is one end of the socketpair our master made and
-        // handed to this process alone; nothing else here owns it.
-        let control = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(control) };
-        set_cloexec(&control)?;
-        Ok(Inherited {
-            control,
-            listeners: fds.collect::<io::Result<Vec<_>>>()?,
-            max_requests,
-        })
+    let bad = |what: &str, value: &str| io::Error::other(format!("bad {what} value {value:?}"));
+    let fd = |s: &str, what: &str, value: &str| s.parse::<RawFd>().map_err(|_| bad(what, value));
+    if let Some(list) = worker {
+        let parse = || -> io::Result<Start> {
+            let mut fds = list.split(',').map(|s| fd(s, WORKER_ENV, &list));
+            let control = fds.next().ok_or_else(|| bad(WORKER_ENV, &list))??;
+            // SAFETY: `control` is one end of the socketpair our master made
+            // and handed to this process alone; nothing else here owns it.
+            let control = unsafe { OwnedFd::from_raw_fd(control) };
+            set_cloexec(&control)?;
+            Ok(Start::Worker(Inherited {
+                control,
+                listeners: fds.collect::<io::Result<Vec<_>>>()?,
+                max_requests,
+            }))
+        };
+        return Some(parse());
+    }
+    let list = single?;
+    let parse = || -> io::Result<Start> {
+        let listeners = list
+            .split(',')
+            .map(|s| match s.strip_suffix('+') {
+                Some(n) => fd(n, SINGLE_ENV, &list).map(|fd| (fd, true)),
+                None => fd(s, SINGLE_ENV, &list).map(|fd| (fd, false)),
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let ready = match ready {
+            Some(v) => {
+                // SAFETY: the readiness pipe's write end, handed to this
+                // process alone by the `zibai` process it replaced.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd(&v, READY_ENV, &v)?) };
+                set_cloexec(&fd)?;
+                Some(fd)
+            }
+            None => None,
+        };
+        Ok(Start::Single(SingleStart {
+            listeners,
+            ready,
+            pidfile: pidfile.map(PathBuf::from),
+        }))
     };
     Some(parse())
 }

@@ -19,12 +19,8 @@ const FROM_ENV: &str = "ZIBAI_UPGRADE_FROM";
 
 /// Starts the new master; returns its pid.
 pub fn start_new_master(listeners: &[Listener]) -> io::Result<Pid> {
-    // The binary on disk now, not /proc/self/exe: upgrading is the point.
-    let exe = std::env::current_exe()?;
-    let exe = match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
-        Some(path) => PathBuf::from(path),
-        None => exe,
-    };
+    // The binary on disk now: upgrading is the point.
+    let exe = super::spawn::own_exe()?;
     let fds: Vec<RawFd> = listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
     let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
     let mut cmd = super::spawn::reexec(&exe, fds);

@@ -641,3 +641,14 @@ fn usr1_is_forwarded_to_every_worker() {
         assert!(told, "worker {p} was not told to reopen its logs");
     }
 }
+
+/// The master never embeds Python: the `zibai` binary does not even map
+/// libpython (only `zibai-worker` links it), which keeps the master small.
+#[test]
+fn the_master_does_not_map_libpython() {
+    let s = start(&["-p", "1"]);
+    let workers = s.wait_workers(1, BOOT);
+    let maps = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    assert!(!maps(s.pid()).contains("libpython"), "the master maps libpython");
+    assert!(maps(workers[0]).contains("libpython"), "the check itself: a worker does");
+}
