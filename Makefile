@@ -9,8 +9,9 @@ build:
 	$(CARGO) build --release
 
 # Serves the bundled example app on http://127.0.0.1:8000
-run:
-	$(CARGO) run --release -- examples.hello:app
+# (built first: zibai needs zibai-worker next to it, which `cargo run` skips)
+run: build
+	./target/release/zibai examples.hello:app
 
 # Everything CI checks: formatting, lints, unit and integration tests.
 test: lint
