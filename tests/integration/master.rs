@@ -650,5 +650,8 @@ fn the_master_does_not_map_libpython() {
     let workers = s.wait_workers(1, BOOT);
     let maps = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     assert!(!maps(s.pid()).contains("libpython"), "the master maps libpython");
-    assert!(maps(workers[0]).contains("libpython"), "the check itself: a worker does");
+    assert!(
+        maps(workers[0]).contains("libpython"),
+        "the check itself: a worker does"
+    );
 }
