@@ -121,6 +121,11 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
     ])
     .map_err(|e| WorkerError::setup("signals", e))?;
     let threads = config.max_workers;
+    let access_log = config.access_log.then(|| {
+        let format = crate::logging::access::Format::parse(crate::logging::access::DEFAULT_FORMAT)
+            .expect("the default format parses (unit-tested)");
+        crate::logging::access::AccessLog::new(format, false)
+    });
     if !multiprocess {
         control::standalone_max_requests(config.max_requests);
     }
@@ -131,6 +136,7 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
         registry: Registry::new(),
         app,
         statics,
+        access_log,
     });
     python::run_hook(&before_serve, "before_serve");
     shared

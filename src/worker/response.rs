@@ -113,6 +113,17 @@ impl Response {
         }
     }
 
+    /// The app's headers among `names` (lower-case), for the access log.
+    pub fn headers_named(&self, names: &[String]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .filter_map(|n| {
+                let (_, v) = self.headers.iter().find(|(h, _)| h.eq_ignore_ascii_case(n))?;
+                Some((n.clone(), String::from_utf8_lossy(v).into_owned()))
+            })
+            .collect()
+    }
+
     pub fn code(&self) -> u16 {
         self.code
     }

@@ -27,6 +27,7 @@ use super::registry::{ConnSocket, ConnState, Registry};
 use super::response::{Framed, Response, ResponseSetup, StartResponse};
 use super::wsgi::{ConnInfo, Peer, Statics};
 use crate::config::Config;
+use crate::logging::access::{AccessLog, Record};
 use crate::master::listeners::{Listener, Local};
 use crate::proto::request::{BodyKind, Request, RequestError, Version, parse_request};
 use crate::proto::response::simple_response;
@@ -48,6 +49,8 @@ pub struct Shared {
     pub registry: Registry,
     pub app: Py<PyAny>,
     pub statics: Statics,
+    /// `None` with `--no-access-log`.
+    pub access_log: Option<AccessLog>,
 }
 
 struct Conn {
@@ -529,7 +532,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 shared.registry.set_deadline(&conn.sock, timeouts.read);
             }
             Err(e) => {
-                refuse(shared, &conn, e);
+                refuse(&conn, e);
                 close_conn(shared, conn);
                 return None;
             }
@@ -545,7 +548,10 @@ struct Head<'py> {
     expect_continue: bool,
     keep_alive: bool,
     is_head: bool,
+    /// `METHOD TARGET PROTOCOL`, for logs.
     request_line: String,
+    /// The request headers the access log format asks for.
+    logged_headers: Vec<(String, String)>,
     environ: PyResult<Bound<'py, PyDict>>,
 }
 
@@ -558,6 +564,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
     conn.sock.set_state(ConnState::Busy);
     shared.registry.clear_deadline(&conn.sock);
     let started = Instant::now();
+    let wall_start = std::time::SystemTime::now();
     let Ok(input) = Bound::new(py, Input { reader: None }) else {
         close_conn(shared, conn);
         return None;
@@ -583,6 +590,18 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
             shared.config.url_prefix.as_deref(),
             input.clone().into_any(),
         );
+        let logged_headers = match &shared.access_log {
+            Some(log) => log
+                .needs
+                .request_headers
+                .iter()
+                .filter_map(|name| {
+                    let h = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name))?;
+                    Some((name.clone(), String::from_utf8_lossy(h.value).into_owned()))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Some(Head {
             http11,
             head_len: req.head_len,
@@ -591,6 +610,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
             keep_alive: req.keep_alive && !shared.stopping(),
             is_head: req.method == "HEAD",
             request_line,
+            logged_headers,
             environ,
         })
     });
@@ -602,6 +622,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         keep_alive,
         is_head,
         request_line,
+        logged_headers,
         environ,
     }) = parsed
     else {
@@ -645,6 +666,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         close_conn(shared, conn);
         return None;
     };
+    let logged_environ = environ.clone();
     let outcome = shared
         .statics
         .run_app(py, &shared.app, environ, &sr, &input, &|| request_line.clone());
@@ -662,16 +684,41 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         conn.buf = reader.into_buffer();
     }
     super::control::request_done();
-    if shared.config.access_log {
-        log::info!(
-            target: "zibai.access",
-            "{} - \"{}\" {} {} {:.3}ms",
-            conn.peer.addr,
-            request_line,
-            outcome.code,
-            outcome.body_bytes,
-            started.elapsed().as_secs_f64() * 1000.0
+    if let Some(log) = &shared.access_log {
+        let mut parts = request_line.splitn(3, ' ');
+        let (method, target, protocol) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
         );
+        let response_headers = sr
+            .try_borrow()
+            .map(|sr| sr.resp.headers_named(&log.needs.response_headers))
+            .unwrap_or_default();
+        let environ = log
+            .needs
+            .environ
+            .iter()
+            .filter_map(|k| {
+                let v = logged_environ.get_item(k).ok().flatten()?;
+                Some((k.clone(), v.str().ok()?.to_string()))
+            })
+            .collect();
+        let record = Record {
+            remote: &conn.peer.addr,
+            method,
+            target,
+            protocol,
+            status: outcome.code,
+            bytes: outcome.body_bytes,
+            started: wall_start,
+            duration: started.elapsed(),
+            pid: std::process::id(),
+            request_headers: logged_headers,
+            response_headers,
+            environ,
+        };
+        crate::logging::access(&log.line(&record));
     }
     Some(Served {
         conn,
@@ -681,12 +728,10 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
 }
 
 /// Answers a request we refuse to parse, then the caller closes.
-fn refuse(shared: &Shared, conn: &Conn, e: RequestError) {
+fn refuse(conn: &Conn, e: RequestError) {
     let msg = simple_response(e.status(), e.reason(), &date_now(), true);
     // Best effort and never waiting (this may run with the GIL held): a
     // client that cannot take a 150-byte answer is not owed one.
     let _ = write_or_park(conn.sock.fd_borrow(), &mut [io::IoSlice::new(&msg)]);
-    if shared.config.access_log {
-        log::info!(target: "zibai.access", "{} - \"-\" {} 0 ({e})", conn.peer.addr, e.status());
-    }
+    log::info!("refused a request from {}: {} ({e})", conn.peer.addr, e.status());
 }

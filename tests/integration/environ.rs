@@ -219,10 +219,18 @@ fn wsgi_errors_goes_to_stderr_and_access_log_is_written() {
     let r = s.get("/logged?y=1&log=hello-from-wsgi-errors");
     assert_eq!(r.status, 200);
     s.expect_log("hello-from-wsgi-errors", Duration::from_secs(5));
+    // gunicorn's default format: `%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s ...`
     s.expect_log(
-        "127.0.0.1 - \"GET /logged?y=1&log=hello-from-wsgi-errors HTTP/1.1\" 200",
+        "\"GET /logged?y=1&log=hello-from-wsgi-errors HTTP/1.1\" 200",
         Duration::from_secs(5),
     );
+    let line = s
+        .stderr()
+        .lines()
+        .find(|l| l.contains("GET /logged"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 }
 
 #[test]
