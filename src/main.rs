@@ -6,9 +6,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 
-use zibai::config::{Cli, Config};
+use zibai::config::{Action, Args, CHECK_APP_ENV, Config, RESOLVED_ENV};
 use zibai::master::listeners::{self, Listener};
 use zibai::master::notify::Announcer;
 use zibai::master::pidfile::Pidfile;
@@ -38,15 +37,48 @@ fn systemd_listeners() -> anyhow::Result<Option<Vec<Listener>>> {
     Ok(Some(listeners))
 }
 
-fn config(cli: Cli) -> anyhow::Result<Config> {
-    Ok(cli.into_config(|k| std::env::var(k).ok())?)
+/// `--check-config`: imports the app and hooks in a `zibai-worker` (this
+/// binary has no Python), handing it the resolved configuration.
+fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
+    let exe = spawn::sibling("zibai-worker")?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.env(RESOLVED_ENV, config.to_toml())
+        .env(CHECK_APP_ENV, "1")
+        .envs(config.env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = &config.chdir {
+        cmd.current_dir(dir);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run the worker binary {}", exe.display()))?;
+    // What the app printed while importing.
+    std::io::Write::write_all(&mut std::io::stderr(), &out.stdout)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        eprint!("{stderr}");
+        println!("config OK, app {} loaded", config.app);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let why = match out.status.code() {
+        Some(code) if code == master::supervise::APP_LOAD_ERROR => "cannot be loaded".to_string(),
+        _ => format!("could not be checked ({})", out.status),
+    };
+    anyhow::bail!("app {} {why}:\n{}", config.app, stderr.trim_end())
 }
 
 fn run() -> anyhow::Result<ExitCode> {
     // Parse first: `--help` and `--version` need no logger.
-    let cli = Cli::parse();
+    let args = Args::parse();
     zibai::logging::init();
-    let config = config(cli)?;
+    let config = args.resolve()?;
+    match args.action() {
+        Action::PrintConfig => {
+            print!("{}", config.to_toml());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Action::CheckConfig => return check_config(&config),
+        Action::Serve => {}
+    }
     let upgrade = master::upgrade::inherited();
     let listeners = match (&upgrade, systemd_listeners()?) {
         (Some((fds, _)), _) => fds

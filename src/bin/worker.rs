@@ -7,14 +7,14 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use pyo3::prelude::*;
 
-use zibai::config::Cli;
+use zibai::config::{Args, CHECK_APP_ENV, Config, RESOLVED_ENV};
 use zibai::master::listeners;
 use zibai::master::notify::Announcer;
 use zibai::master::spawn::{self, SingleStart, Start};
 use zibai::master::supervise::{APP_LOAD_ERROR, WORKER_BOOT_ERROR};
-use zibai::worker::{self, Role, WorkerError, control::Control};
+use zibai::worker::{self, Role, WorkerError, control::Control, python};
 
 /// Exit code of a worker that returned an error (gunicorn's codes, which
 /// make the master stop instead of respawning).
@@ -38,8 +38,7 @@ fn set_name(name: &std::ffi::CStr) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
-fn run(cli: Cli, start: Start) -> anyhow::Result<ExitCode> {
-    let config = cli.into_config(|k| std::env::var(k).ok())?;
+fn run(config: Config, start: Start) -> anyhow::Result<ExitCode> {
     match start {
         Start::Worker(inherited) => {
             set_name(c"zibai: worker");
@@ -79,12 +78,65 @@ fn run(cli: Cli, start: Start) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `zibai --check-config`: loads the app and hooks as a worker would, then
+/// exits 0, or 4 with the reason on stderr.
+fn check_app(config: &Config) -> ExitCode {
+    let loaded = python::initialize(config.virtualenv.as_deref()).and_then(|()| {
+        Python::attach(|py| {
+            let path = py.import("sys")?.getattr("path")?;
+            for (i, dir) in config.pythonpath.iter().enumerate() {
+                path.call_method1("insert", (i, dir.display().to_string()))?;
+            }
+            Ok::<_, pyo3::PyErr>(())
+        })
+        .map_err(|e| python::LoadError::Python(format!("cannot set --pythonpath: {e}")))?;
+        Python::attach(|py| {
+            python::load(py, &config.app, config.call, "app")?;
+            for (hook, name) in [
+                (&config.before_serve, "--before-serve hook"),
+                (&config.before_graceful_exit, "--before-graceful-exit hook"),
+                (&config.before_died, "--before-died hook"),
+            ] {
+                if let Some(spec) = hook {
+                    python::load(py, spec, false, name)?;
+                }
+            }
+            Ok(())
+        })
+    });
+    match loaded {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(APP_LOAD_ERROR as u8)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The master's resolved configuration, read and removed before any
+    // thread exists (the app must not see it); without it (a worker of an
+    // older master), the command line is resolved as the master did.
+    let resolved = std::env::var(RESOLVED_ENV).ok();
+    let check = std::env::var_os(CHECK_APP_ENV).is_some();
+    // SAFETY: no other thread exists yet, so nothing reads the environment
+    // concurrently.
+    unsafe {
+        std::env::remove_var(RESOLVED_ENV);
+        std::env::remove_var(CHECK_APP_ENV);
+    }
+    let config = match &resolved {
+        Some(text) => Config::from_resolved(text),
+        None => Args::parse().resolve(),
+    };
     zibai::logging::init();
-    let result = match spawn::start() {
-        None => Err(anyhow::anyhow!("zibai-worker is started by zibai; run `zibai --help`")),
-        Some(start) => start.context("bad worker environment").and_then(|s| run(cli, s)),
+    let result = match config {
+        Err(e) => Err(e.into()),
+        Ok(config) if check => return check_app(&config),
+        Ok(config) => match spawn::start() {
+            None => Err(anyhow::anyhow!("zibai-worker is started by zibai; run `zibai --help`")),
+            Some(start) => start.context("bad worker environment").and_then(|s| run(config, s)),
+        },
     };
     match result {
         Ok(code) => code,

@@ -1,15 +1,22 @@
-//! The clap definition. Option names and meanings follow the Python server
-//! Zibai, so `zibai example:app -l 0.0.0.0:8000 -w 20` means the same in both.
+//! The command line's definition and its parsing. Option names and meanings
+//! follow the Python server Zibai, so `zibai example:app -l 0.0.0.0:8000 -w
+//! 20` means the same in both.
+//!
+//! [`Cli`] only *defines* the options (names, help, defaults, and the types
+//! clap checks command-line values against). Values are read from the
+//! `ArgMatches` by id (see `resolve.rs`), so that each one knows whether the
+//! command line gave it; the environment and the config file are consulted
+//! for the rest.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory};
 
-use super::{AppSpec, Config, ConfigError, ListenAddr, Timeouts};
-use crate::proto::request::Limits;
+use super::{Config, ConfigError, resolve};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(
     name = "zibai",
     version,
@@ -19,9 +26,23 @@ use crate::proto::request::Limits;
                   alone (its `application`, else its `app`), or module:factory(args) with \
                   literal arguments."
 )]
-pub struct Cli {
-    /// WSGI app: module:attr, module, or module:factory(args)
-    pub app: String,
+// Never constructed from matches: see the module doc.
+#[allow(dead_code)]
+pub(crate) struct Cli {
+    /// WSGI app: module:attr, module, or module:factory(args) [may come from the config file instead]
+    pub app: Option<String>,
+
+    /// Read options from this TOML file: keys are the long option names (`max-workers = 20`)
+    #[arg(short = 'c', long, value_name = "FILE", help_heading = "Configuration")]
+    pub config: Option<PathBuf>,
+
+    /// Print the resolved configuration as TOML (usable as --config FILE) and exit
+    #[arg(long, conflicts_with = "check_config", help_heading = "Configuration")]
+    pub print_config: bool,
+
+    /// Check the configuration and that the app and hooks import, then exit (0: fine, 1: not)
+    #[arg(long, help_heading = "Configuration")]
+    pub check_config: bool,
 
     /// Call the named attribute with no arguments to get the app (a factory)
     #[arg(long)]
@@ -51,6 +72,10 @@ pub struct Cli {
     /// Permissions of unix sockets, in octal
     #[arg(long, value_name = "MODE", default_value = "600", help_heading = "Sockets")]
     pub unix_socket_perms: String,
+
+    /// Set SO_REUSEPORT on TCP listeners
+    #[arg(long, help_heading = "Sockets")]
+    pub reuse_port: bool,
 
     /// Worker processes; 0 serves from this process alone
     #[arg(
@@ -101,6 +126,22 @@ pub struct Cli {
     #[arg(long, help_heading = "Process")]
     pub daemon: bool,
 
+    /// Change to DIR before loading the app
+    #[arg(long, value_name = "DIR", help_heading = "Process")]
+    pub chdir: Option<PathBuf>,
+
+    /// Run workers as USER (a name or a numeric uid)
+    #[arg(long, value_name = "USER", help_heading = "Process")]
+    pub user: Option<String>,
+
+    /// Run workers as GROUP (a name or a numeric gid) [default: USER's group]
+    #[arg(long, value_name = "GROUP", help_heading = "Process")]
+    pub group: Option<String>,
+
+    /// File mode creation mask, in octal (e.g. 022) [default: inherited]
+    #[arg(long, value_name = "MODE", help_heading = "Process")]
+    pub umask: Option<String>,
+
     /// Seconds a graceful exit waits for in-flight requests
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, help_heading = "Workers")]
     pub graceful_exit_timeout: f64,
@@ -112,6 +153,22 @@ pub struct Cli {
     /// SCRIPT_NAME given to the app [default: $SCRIPT_NAME]
     #[arg(long, value_name = "PREFIX", help_heading = "WSGI")]
     pub url_prefix: Option<String>,
+
+    /// Directories put first on sys.path, `:`-separated (repeatable)
+    #[arg(long, value_name = "DIRS", action = clap::ArgAction::Append, help_heading = "Python")]
+    pub pythonpath: Vec<String>,
+
+    /// Set an environment variable for the app (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", action = clap::ArgAction::Append, help_heading = "Python")]
+    pub env: Vec<String>,
+
+    /// Peers trusted with X-Forwarded-* and PROXY headers: comma-separated IPs or CIDRs, or * for any
+    #[arg(long, value_name = "CIDRS", default_value = "127.0.0.1,::1", help_heading = "Proxy")]
+    pub forwarded_allow_ips: String,
+
+    /// Accept a PROXY protocol v1 or v2 header from peers in --forwarded-allow-ips
+    #[arg(long, help_heading = "Proxy")]
+    pub proxy_protocol: bool,
 
     /// module:attr called with no arguments after the app loads
     #[arg(long, value_name = "HOOK", help_heading = "Hooks")]
@@ -128,6 +185,26 @@ pub struct Cli {
     /// Do not write an access log line per request
     #[arg(long, help_heading = "Logging")]
     pub no_access_log: bool,
+
+    /// Write the access log to FILE; - is stderr
+    #[arg(long, value_name = "FILE", default_value = "-", help_heading = "Logging")]
+    pub access_log: String,
+
+    /// Access log line, with gunicorn's atoms: %(h)s %(r)s %(s)s %({header}i)s %({header}o)s %({VAR}e)s ...
+    #[arg(long, value_name = "FORMAT", default_value = super::DEFAULT_ACCESS_LOG_FORMAT, help_heading = "Logging")]
+    pub access_log_format: String,
+
+    /// Write each access log line as a JSON object
+    #[arg(long, help_heading = "Logging")]
+    pub access_log_json: bool,
+
+    /// Write the error log to FILE; - is stderr
+    #[arg(long, value_name = "FILE", default_value = "-", help_heading = "Logging")]
+    pub error_log: String,
+
+    /// Log level: error, warn, info or debug
+    #[arg(long, value_name = "LEVEL", default_value = "info", help_heading = "Logging")]
+    pub log_level: String,
 
     /// Longest request line in bytes (414 above it)
     #[arg(long, value_name = "BYTES", default_value_t = 8190, help_heading = "Limits")]
@@ -172,157 +249,78 @@ pub struct Cli {
     pub write_timeout: f64,
 }
 
-fn seconds(option: &'static str, v: f64, allow_zero: bool) -> Result<Duration, ConfigError> {
-    if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) || v > 1e9 {
-        return Err(ConfigError::invalid(
-            option,
-            v.to_string(),
-            "expected a positive number of seconds",
-        ));
-    }
-    Ok(Duration::from_secs_f64(v))
+/// What the command line asks for besides serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Serve,
+    /// `--print-config`: print [`Config::to_toml`] and exit.
+    PrintConfig,
+    /// `--check-config`: load the app in a child process and exit.
+    CheckConfig,
 }
 
-fn hook(option: &'static str, v: &Option<String>) -> Result<Option<AppSpec>, ConfigError> {
-    match v {
-        None => Ok(None),
-        Some(s) => match AppSpec::parse(s) {
-            Ok(spec) if !spec.attrs.is_empty() && spec.call_args.is_none() => Ok(Some(spec)),
-            _ => Err(ConfigError::invalid(option, s, "expected module:attribute")),
-        },
-    }
+/// A parsed command line, not yet resolved against the environment and the
+/// config file.
+#[derive(Debug)]
+pub struct Args {
+    pub(super) argv: Vec<OsString>,
+    pub(super) matches: ArgMatches,
 }
 
-impl Cli {
-    /// Validates every option into a [`Config`]; `env` looks up the
-    /// environment variables some defaults come from.
-    pub fn into_config(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let app = AppSpec::parse(&self.app)?;
-        if self.call && app.call_args.is_some() {
-            return Err(ConfigError::invalid(
-                "--call",
-                &self.app,
-                "--call calls the attribute itself; give either --call or factory(args), not both",
-            ));
+/// The clap command: [`Cli`]'s definition, with each option's variable
+/// named in its help.
+pub(super) fn command() -> clap::Command {
+    Cli::command().mut_args(|arg| match resolve::env_help(arg.get_id().as_str()) {
+        Some(note) => {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            arg.help(format!("{help} {note}"))
         }
-        let listen = self
-            .listen
-            .iter()
-            .map(|s| ListenAddr::parse(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        if self.backlog <= 0 {
-            return Err(ConfigError::invalid(
-                "--backlog",
-                self.backlog.to_string(),
-                "must be at least 1",
-            ));
+        None => arg,
+    })
+}
+
+impl Args {
+    /// Parses this process's command line; on a usage error, `--help` or
+    /// `--version`, prints and exits as clap does.
+    pub fn parse() -> Args {
+        Args::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    pub fn try_parse_from<I, T>(argv: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        let matches = command().try_get_matches_from(&argv)?;
+        Ok(Args { argv, matches })
+    }
+
+    pub fn action(&self) -> Action {
+        if self.matches.get_flag("print_config") {
+            Action::PrintConfig
+        } else if self.matches.get_flag("check_config") {
+            Action::CheckConfig
+        } else {
+            Action::Serve
         }
-        let unix_socket_perms = u32::from_str_radix(&self.unix_socket_perms, 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    "--unix-socket-perms",
-                    &self.unix_socket_perms,
-                    "expected octal mode like 600",
-                )
-            })?;
-        if self.subprocess > 1024 {
-            return Err(ConfigError::invalid(
-                "--subprocess",
-                self.subprocess.to_string(),
-                "must be between 0 and 1024",
-            ));
-        }
-        if self.max_workers == 0 || self.max_workers > 10_000 {
-            return Err(ConfigError::invalid(
-                "--max-workers",
-                self.max_workers.to_string(),
-                "must be between 1 and 10000",
-            ));
-        }
-        if !matches!(self.url_scheme.as_str(), "http" | "https") {
-            return Err(ConfigError::invalid(
-                "--url-scheme",
-                &self.url_scheme,
-                "must be http or https",
-            ));
-        }
-        let url_prefix = self.url_prefix.clone().or_else(|| env("SCRIPT_NAME"));
-        let url_prefix = match url_prefix {
-            Some(p) if p.is_empty() || p == "/" => None,
-            Some(p) if !p.starts_with('/') => {
-                return Err(ConfigError::invalid("--url-prefix", p, "must start with '/'"));
-            }
-            Some(p) => Some(p.trim_end_matches('/').to_string()),
-            None => None,
-        };
-        let positive = |option: &'static str, v: usize| {
-            if v == 0 {
-                Err(ConfigError::invalid(option, "0", "must be at least 1"))
-            } else {
-                Ok(v)
-            }
-        };
-        let limits = Limits {
-            max_request_line: positive("--limit-request-line", self.limit_request_line)?,
-            max_headers: positive("--limit-request-fields", self.limit_request_fields)?.min(32768),
-            max_field_size: positive("--limit-request-field-size", self.limit_request_field_size)?,
-            max_head_size: positive("--limit-request-head-size", self.limit_request_head_size)?,
-            max_body_size: self.max_body_size,
-        };
-        let timeouts = Timeouts {
-            header: seconds("--header-timeout", self.header_timeout, false)?,
-            keep_alive: seconds("--keep-alive", self.keep_alive, false)?,
-            read: seconds("--read-timeout", self.read_timeout, false)?,
-            write: seconds("--write-timeout", self.write_timeout, false)?,
-        };
-        let virtualenv = self
-            .virtualenv
-            .clone()
-            .or_else(|| env("VIRTUAL_ENV").map(PathBuf::from));
-        if let Some(v) = &virtualenv
-            && !v.is_dir()
-        {
-            return Err(ConfigError::invalid(
-                "--virtualenv",
-                v.display().to_string(),
-                "not a directory",
-            ));
-        }
-        let timeout = seconds("--timeout", self.timeout, true)?;
-        Ok(Config {
-            // Zibai's rule: watching files needs workers to restart.
-            subprocess: if self.watchfiles.is_some() {
-                self.subprocess.max(1)
-            } else {
-                self.subprocess
-            },
-            watchfiles: self.watchfiles.clone(),
-            timeout: (!timeout.is_zero()).then_some(timeout),
-            boot_timeout: seconds("--boot-timeout", self.boot_timeout, false)?,
-            max_requests: self.max_request_pre_process,
-            max_requests_jitter: self.max_requests_jitter,
-            pidfile: self.pid.clone(),
-            daemon: self.daemon,
-            call: self.call,
-            listen,
-            backlog: self.backlog,
-            dualstack_ipv6: self.dualstack_ipv6,
-            unix_socket_perms,
-            max_workers: self.max_workers,
-            url_scheme: self.url_scheme.clone(),
-            url_prefix,
-            graceful_exit_timeout: seconds("--graceful-exit-timeout", self.graceful_exit_timeout, true)?,
-            before_serve: hook("--before-serve", &self.before_serve)?,
-            before_graceful_exit: hook("--before-graceful-exit", &self.before_graceful_exit)?,
-            before_died: hook("--before-died", &self.before_died)?,
-            access_log: !self.no_access_log,
-            limits,
-            timeouts,
-            virtualenv,
-            app,
-        })
+    }
+
+    /// Resolves against this process's environment and current directory.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        self.resolve_with(&|k| std::env::var(k).ok(), &cwd)
+    }
+
+    /// Resolves with `env` as the environment and relative paths taken
+    /// from `cwd`.
+    pub fn resolve_with(&self, env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Result<Config, ConfigError> {
+        resolve::resolve(self, env, cwd)
+    }
+
+    /// Whether the command line itself gave option `id`.
+    pub(super) fn given(&self, id: &str) -> bool {
+        self.matches.value_source(id) == Some(ValueSource::CommandLine)
     }
 }
 
@@ -333,7 +331,9 @@ mod tests {
     fn cfg(args: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["zibai"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).unwrap().into_config(|_| None)
+        Args::try_parse_from(argv)
+            .unwrap()
+            .resolve_with(&|_| None, Path::new("/srv"))
     }
 
     #[test]
@@ -344,6 +344,11 @@ mod tests {
         assert_eq!(c.listen.len(), 1);
         assert!(c.access_log);
         assert_eq!(c.url_prefix, None);
+        assert_eq!(c.access_log_file, super::super::LogTarget::Stderr);
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert_eq!(c.forwarded_allow_ips.to_string(), "127.0.0.1,::1");
+        assert_eq!(c.umask, None);
+        assert!(c.config_file.is_none());
     }
 
     #[test]
@@ -362,6 +367,13 @@ mod tests {
             (&["a:b", "--before-serve", "nocolon"][..], "--before-serve"),
             (&["a:b", "-l", "localhost"][..], "--listen"),
             (&["a:b()x"][..], "APP"),
+            (&["a:b", "--umask", "99"][..], "--umask"),
+            (&["a:b", "--env", "1X=2"][..], "--env"),
+            (&["a:b", "--env", "novalue"][..], "--env"),
+            (&["a:b", "--log-level", "loud"][..], "--log-level"),
+            (&["a:b", "--chdir", "/zibai/no/such/dir"][..], "--chdir"),
+            (&["a:b", "--group", "zibai-no-such-group"][..], "--group"),
+            (&["a:b", "--error-log", ""][..], "--error-log"),
         ] {
             let err = cfg(args).unwrap_err().to_string();
             assert!(err.contains(option), "{args:?}: {err}");
@@ -369,17 +381,100 @@ mod tests {
     }
 
     #[test]
+    fn command_line_errors_keep_their_format() {
+        let err = cfg(&["a:b", "-w", "0"]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value \"0\" for --max-workers: must be between 1 and 10000"
+        );
+        let err = cfg(&["factory:create('x')", "--call"]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value \"factory:create('x')\" for --call: --call calls the attribute itself; give either \
+             --call or factory(args), not both"
+        );
+    }
+
+    #[test]
     fn script_name_from_environment() {
-        let argv = ["zibai", "a:b"];
-        let c = Cli::try_parse_from(argv)
+        let c = Args::try_parse_from(["zibai", "a:b"])
             .unwrap()
-            .into_config(|k| (k == "SCRIPT_NAME").then(|| "/api/".to_string()))
+            .resolve_with(&|k| (k == "SCRIPT_NAME").then(|| "/api/".to_string()), Path::new("/"))
             .unwrap();
         assert_eq!(c.url_prefix.as_deref(), Some("/api"));
+        let err = Args::try_parse_from(["zibai", "a:b"])
+            .unwrap()
+            .resolve_with(&|k| (k == "SCRIPT_NAME").then(|| "api".to_string()), Path::new("/"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SCRIPT_NAME=api: invalid value \"api\" for --url-prefix: must start with '/'"
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_made_absolute() {
+        let c = cfg(&[
+            "a:b",
+            "--pid",
+            "run/z.pid",
+            "--access-log",
+            "./logs/access.log",
+            "--chdir",
+            ".",
+        ])
+        .unwrap();
+        assert_eq!(c.pidfile.as_deref(), Some(Path::new("/srv/run/z.pid")));
+        assert_eq!(
+            c.access_log_file,
+            super::super::LogTarget::File("/srv/logs/access.log".into())
+        );
+        // "/srv" need not exist here, but --chdir checks; "/" does.
+        let c = Args::try_parse_from(["zibai", "a:b", "--chdir", "."])
+            .unwrap()
+            .resolve_with(&|_| None, Path::new("/"))
+            .unwrap();
+        assert_eq!(c.chdir.as_deref(), Some(Path::new("/")));
+    }
+
+    #[test]
+    fn actions() {
+        let action = |args: &[&str]| Args::try_parse_from(args).unwrap().action();
+        assert_eq!(action(&["zibai", "a:b"]), Action::Serve);
+        assert_eq!(action(&["zibai", "--print-config"]), Action::PrintConfig);
+        assert_eq!(action(&["zibai", "--check-config", "a:b"]), Action::CheckConfig);
+        assert!(Args::try_parse_from(["zibai", "--check-config", "--print-config"]).is_err());
+    }
+
+    #[test]
+    fn app_is_needed_from_somewhere() {
+        let err = cfg(&[]).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingApp), "{err}");
+    }
+
+    #[test]
+    fn help_names_each_variable() {
+        let cmd = command();
+        let help = |id: &str| {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_help().map(|h| h.to_string()).unwrap_or_default()
+        };
+        for (id, note) in [
+            ("max_workers", "[env: ZIBAI_MAX_WORKERS]"),
+            ("listen", "[env: ZIBAI_LISTEN, values separated by spaces]"),
+            ("no_access_log", "[env: ZIBAI_NO_ACCESS_LOG=1|0]"),
+            ("config", "[env: ZIBAI_CONFIG]"),
+            ("app", "[env: ZIBAI_APP]"),
+        ] {
+            assert!(help(id).ends_with(note), "{id}: {}", help(id));
+        }
+        assert!(!help("print_config").contains("env:"));
+        cmd.debug_assert();
     }
 
     #[test]
     fn app_specs() {
+        use super::super::AppSpec;
         let s = AppSpec::parse("pkg.mod:a.b").unwrap();
         assert_eq!((s.module.as_str(), s.attrs.len()), ("pkg.mod", 2));
         assert!(AppSpec::parse("mod").unwrap().attrs.is_empty());
@@ -388,5 +483,8 @@ mod tests {
         assert!(AppSpec::parse(":app").is_err());
         assert!(AppSpec::parse("mod:").is_err());
         assert!(AppSpec::parse("mod:1x").is_err());
+        for spec in ["pkg.mod:a.b", "mod", "mod:make('x', 1)", "m:f()"] {
+            assert_eq!(AppSpec::parse(spec).unwrap().to_string(), spec);
+        }
     }
 }

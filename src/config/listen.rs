@@ -74,6 +74,17 @@ impl ListenAddr {
     }
 }
 
+impl ListenAddr {
+    /// The address as `--listen` takes it: `parse(a.to_spec()) == a`
+    /// (unlike `Display`, an empty host stays empty).
+    pub fn to_spec(&self) -> String {
+        match self {
+            ListenAddr::Tcp { addr, any_host: true } => format!(":{}", addr.port()),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -118,6 +129,16 @@ mod tests {
             ListenAddr::Abstract(b"zibai".to_vec())
         );
         assert_eq!(ListenAddr::parse("fd://3").unwrap(), ListenAddr::Fd(3));
+        for spec in [
+            ":8000",
+            "127.0.0.1:80",
+            "[::1]:8000",
+            "unix:/run/z.sock",
+            "unix:@zibai",
+            "fd://3",
+        ] {
+            assert_eq!(ListenAddr::parse(spec).unwrap().to_spec(), spec);
+        }
         for bad in [
             "8000",
             "host:80",

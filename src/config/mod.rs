@@ -1,36 +1,144 @@
-//! Command line -> one validated [`Config`].
+//! Command line, `ZIBAI_*` environment variables and a TOML file -> one
+//! validated [`Config`].
 //!
-//! This module owns every option's name, default and validation. Nothing else
-//! in the crate parses arguments or the environment; the worker receives a
-//! finished `Config`.
+//! This module owns every option's name, default, sources and validation.
+//! Nothing else in the crate parses arguments, option variables or config
+//! files: the master resolves once ([`Args::resolve`]) and hands workers the
+//! finished result as TOML text ([`Config::to_toml`], read back with
+//! [`Config::from_resolved`] from [`RESOLVED_ENV`]), so a worker can never
+//! see a configuration that differs from its master's.
+//!
+//! Precedence, per option: command line > `ZIBAI_<OPTION>` > the file named
+//! by `--config`/`ZIBAI_CONFIG` > the default. Resolution is two stages, as
+//! in ripgrep: `resolve.rs` first gathers each option's raw text with its
+//! origin, then validates it into typed fields, so that every error names
+//! the option, the value and where it came from.
+//!
+//! Variables: `ZIBAI_` and the long name upper-cased, `-` as `_`
+//! (`ZIBAI_MAX_WORKERS=20`, `ZIBAI_APP=pkg.web:app`); booleans take
+//! 1/0/true/false/yes/no; list options (`listen`, `pythonpath`, `env`,
+//! `forwarded-allow-ips`) take several values separated by whitespace; an
+//! empty variable counts as unset. File keys are the long names
+//! (`max-workers = 20`, `app = "pkg.web:app"`), aliases not accepted; `""`
+//! turns an optional setting off (`pid = ""`).
+//!
+//! `--config`, `--print-config` and `--check-config` are not settings: the
+//! first may come from `ZIBAI_CONFIG`, none may appear in a file.
 
+mod access_log;
 mod cli;
 mod listen;
+mod net;
+mod resolve;
+mod users;
 
-pub use cli::Cli;
+pub use access_log::{AccessLogFormat, Atom, DEFAULT_ACCESS_LOG_FORMAT, Piece};
+pub use cli::{Action, Args};
 pub use listen::ListenAddr;
+pub use net::{IpAllowList, IpNet};
+pub use users::{Group, User};
 
+use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::proto::request::Limits;
 
+/// The master puts the resolved configuration ([`Config::to_toml`]) in this
+/// variable for the workers it starts; a worker that finds it uses it
+/// instead of parsing its command line and environment.
+pub const RESOLVED_ENV: &str = "ZIBAI_RESOLVED_CONFIG";
+
+/// Set (to `1`) by `zibai --check-config` for the `zibai-worker` it runs:
+/// load the app and hooks, then exit 0, or 4 with the reason on stderr.
+pub const CHECK_APP_ENV: &str = "ZIBAI_CHECK_APP";
+
+/// Where a value came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine,
+    /// An environment variable and its whole value.
+    Env {
+        var: String,
+        value: String,
+    },
+    /// A key of a config file; `place` names the file (`config file PATH`).
+    File {
+        place: String,
+        key: String,
+    },
+    Default,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid value {value:?} for {option}: {reason}")]
+    /// A value that does not validate. `value` is shown as given: quoted
+    /// text, or a TOML literal for a file's value.
+    #[error("{}", invalid_message(.origin, .option, .value, .reason))]
     Invalid {
-        option: &'static str,
+        // Boxed: keeps every `Result<_, ConfigError>` small.
+        origin: Box<Origin>,
+        option: String,
         value: String,
         reason: String,
     },
+    #[error("{place}: unknown key {key:?}{}", did_you_mean(.hint))]
+    UnknownKey {
+        place: String,
+        key: String,
+        hint: Option<String>,
+    },
+    #[error("{place}: key {key:?} cannot be set in a config file ({why})")]
+    NotInFile {
+        place: String,
+        key: String,
+        why: &'static str,
+    },
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{place}: {message}")]
+    Syntax { place: String, message: String },
+    #[error("no app given: pass APP on the command line, set ZIBAI_APP, or set `app` in the config file")]
+    MissingApp,
+    /// The command line itself is wrong (only from [`Args::try_parse_from`]
+    /// callers such as [`reload`]).
+    #[error("{0}")]
+    Usage(Box<clap::Error>),
+}
+
+fn did_you_mean(hint: &Option<String>) -> String {
+    hint.as_ref()
+        .map(|h| format!(" (did you mean {h:?}?)"))
+        .unwrap_or_default()
+}
+
+fn invalid_message(origin: &Origin, option: &str, value: &str, reason: &str) -> String {
+    match origin {
+        Origin::CommandLine | Origin::Default => format!("invalid value {value} for {option}: {reason}"),
+        Origin::Env { var, value: whole } => {
+            format!("{var}={whole}: invalid value {value} for {option}: {reason}")
+        }
+        Origin::File { place, key } => format!("{place}: key {key:?}: invalid value {value}: {reason}"),
+    }
 }
 
 impl ConfigError {
-    pub(crate) fn invalid(option: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// A command-line value that does not validate.
+    pub(crate) fn invalid(option: &str, value: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Invalid {
-            option,
-            value: value.into(),
+            origin: Box::new(Origin::CommandLine),
+            option: option.to_string(),
+            value: format!("{:?}", value.into()),
             reason: reason.into(),
+        }
+    }
+
+    /// Why a value was refused, without where it came from.
+    pub(crate) fn reason(self) -> String {
+        match self {
+            ConfigError::Invalid { reason, .. } => reason,
+            other => other.to_string(),
         }
     }
 }
@@ -81,6 +189,20 @@ impl AppSpec {
     }
 }
 
+/// The spec as it would be written: `parse(spec.to_string()) == spec`.
+impl fmt::Display for AppSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.module)?;
+        if !self.attrs.is_empty() {
+            write!(f, ":{}", self.attrs.join("."))?;
+        }
+        if let Some(args) = &self.call_args {
+            write!(f, "({args})")?;
+        }
+        Ok(())
+    }
+}
+
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic()) && chars.all(|c| c == '_' || c.is_alphanumeric())
@@ -89,7 +211,7 @@ fn is_identifier(s: &str) -> bool {
 /// A zero-argument hook given as `module:attr`.
 pub type HookSpec = AppSpec;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Timeouts {
     /// From the first byte of a request head to its end.
     pub header: Duration,
@@ -101,6 +223,37 @@ pub struct Timeouts {
     pub write: Duration,
 }
 
+/// Where a log goes: `-` is stderr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    File(PathBuf),
+}
+
+impl fmt::Display for LogTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogTarget::Stderr => f.write_str("-"),
+            LogTarget::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// What the configuration was resolved from, so that [`reload`] can do it
+/// again.
+#[derive(Clone, Debug)]
+enum Sources {
+    /// The command line (argv[0] included) and the directory it was given
+    /// in: relative paths in it, the config file's included, stay relative
+    /// to that directory even after `--chdir`.
+    Args { argv: Vec<OsString>, cwd: PathBuf },
+    /// [`Config::from_resolved`] text.
+    Resolved(String),
+}
+
+/// The validated configuration. Paths (`--pid`, `--chdir`, `--virtualenv`,
+/// the log files) are absolute, made so against the directory zibai was
+/// started in.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub app: AppSpec,
@@ -122,6 +275,8 @@ pub struct Config {
     pub backlog: i32,
     pub dualstack_ipv6: bool,
     pub unix_socket_perms: u32,
+    /// SO_REUSEPORT on TCP listeners.
+    pub reuse_port: bool,
     pub max_workers: usize,
     pub url_scheme: String,
     pub url_prefix: Option<String>,
@@ -129,8 +284,114 @@ pub struct Config {
     pub before_serve: Option<HookSpec>,
     pub before_graceful_exit: Option<HookSpec>,
     pub before_died: Option<HookSpec>,
+    /// False with `--no-access-log`, whatever `access_log_file` says.
     pub access_log: bool,
+    pub access_log_file: LogTarget,
+    pub access_log_format: AccessLogFormat,
+    /// One JSON object per access log line instead of `access_log_format`.
+    pub access_log_json: bool,
+    pub error_log: LogTarget,
+    pub log_level: log::LevelFilter,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub virtualenv: Option<PathBuf>,
+    /// The directory to change to before loading the app.
+    pub chdir: Option<PathBuf>,
+    /// Put first on `sys.path`, in this order (relative entries are
+    /// relative to the app's current directory).
+    pub pythonpath: Vec<PathBuf>,
+    /// `--env KEY=VALUE` pairs for the app's environment, in order.
+    pub env: Vec<(String, String)>,
+    pub user: Option<User>,
+    pub group: Option<Group>,
+    /// `None`: leave the inherited umask alone.
+    pub umask: Option<u32>,
+    /// Peers whose X-Forwarded-* (and PROXY) headers are believed.
+    pub forwarded_allow_ips: IpAllowList,
+    /// Expect a PROXY v1/v2 header from peers in `forwarded_allow_ips`.
+    pub proxy_protocol: bool,
+    /// The config file read, if any (informational: not part of `to_toml`).
+    pub config_file: Option<PathBuf>,
+    sources: Sources,
+}
+
+impl Config {
+    /// The resolved configuration as a TOML config file: every option,
+    /// defaults included, keyed by its long name. Feeding it back with
+    /// `--config` (and nothing else) resolves to the same configuration and
+    /// so prints the same text; this is also what workers receive.
+    pub fn to_toml(&self) -> String {
+        resolve::to_toml(self)
+    }
+
+    /// A configuration from [`to_toml`](Self::to_toml) text alone: no
+    /// command line, no environment variable (not even `VIRTUAL_ENV` or
+    /// `SCRIPT_NAME`), only the text and the defaults.
+    pub fn from_resolved(text: &str) -> Result<Config, ConfigError> {
+        resolve::from_resolved(text)
+    }
+}
+
+/// Options fixed when the server starts: [`reload`] keeps their old values.
+/// The rest (the app, hooks, worker count, timeouts, limits, logging...)
+/// apply to the workers started after a reload.
+pub const FIXED_AT_START: &[&str] = &[
+    "listen",
+    "backlog",
+    "dualstack-ipv6",
+    "unix-socket-perms",
+    "reuse-port",
+    "pid",
+    "daemon",
+    "chdir",
+    "user",
+    "group",
+    "umask",
+    "error-log",
+];
+
+/// What [`reload`] resolved.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub config: Config,
+    /// Options in [`FIXED_AT_START`] whose new value differs from the
+    /// running one and was ignored (the old one is kept); worth a warning.
+    pub ignored: Vec<&'static str>,
+}
+
+/// Resolves the configuration again (HUP): the same command line, the
+/// current environment and the config file as it is now. On an error the
+/// caller keeps `previous` (and logs the error).
+pub fn reload(previous: &Config) -> Result<Reloaded, ConfigError> {
+    let mut config = match &previous.sources {
+        Sources::Args { argv, cwd } => {
+            let args = Args::try_parse_from(argv.clone()).map_err(|e| ConfigError::Usage(Box::new(e)))?;
+            resolve::resolve(&args, &|k| std::env::var(k).ok(), cwd)?
+        }
+        Sources::Resolved(text) => Config::from_resolved(text)?,
+    };
+    let mut ignored = Vec::new();
+    macro_rules! keep {
+        ($($key:literal => $field:ident),* $(,)?) => {$(
+            if config.$field != previous.$field {
+                ignored.push($key);
+                config.$field = previous.$field.clone();
+            }
+        )*};
+    }
+    keep!(
+        "listen" => listen,
+        "backlog" => backlog,
+        "dualstack-ipv6" => dualstack_ipv6,
+        "unix-socket-perms" => unix_socket_perms,
+        "reuse-port" => reuse_port,
+        "pid" => pidfile,
+        "daemon" => daemon,
+        "chdir" => chdir,
+        "user" => user,
+        "group" => group,
+        "umask" => umask,
+        "error-log" => error_log,
+    );
+    Ok(Reloaded { config, ignored })
 }

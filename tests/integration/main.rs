@@ -4,6 +4,7 @@
 mod util;
 
 mod big;
+mod config;
 mod environ;
 mod errors;
 mod framing;
