@@ -71,6 +71,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     zibai::logging::init();
     let config = args.resolve()?;
+    zibai::logging::set_level(config.log_level);
     match args.action() {
         Action::PrintConfig => {
             print!("{}", config.to_toml());
@@ -78,6 +79,12 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Action::CheckConfig => return check_config(&config),
         Action::Serve => {}
+    }
+    if let Some(mask) = config.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if let Some(dir) = &config.chdir {
+        std::env::set_current_dir(dir).with_context(|| format!("--chdir {}", dir.display()))?;
     }
     let upgrade = master::upgrade::inherited();
     let listeners = match (&upgrade, systemd_listeners()?) {
@@ -89,9 +96,12 @@ fn run() -> anyhow::Result<ExitCode> {
         (None, Some(l)) => l,
         (None, None) => listeners::bind_all(
             &config.listen,
-            config.backlog,
-            config.dualstack_ipv6,
-            config.unix_socket_perms,
+            listeners::BindOptions {
+                backlog: config.backlog,
+                dualstack: config.dualstack_ipv6,
+                perms: config.unix_socket_perms,
+                reuse_port: config.reuse_port,
+            },
         )?,
     };
     // Bound first, so a port in use is reported on the terminal; the
@@ -102,6 +112,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Pidfile::create(path, std::process::id())?.0.remove();
     }
     let ready_pipe = if config.daemon { Some(daemon::detach()?) } else { None };
+    // After detaching: a daemon's stderr is /dev/null, its logs go to files.
+    zibai::logging::open(config.error_log.clone(), config.access_log_file.clone())?;
     let pidfile = match &config.pidfile {
         Some(path) => {
             // A new master writes PIDFILE.2 while the old one still runs.
@@ -121,7 +133,12 @@ fn run() -> anyhow::Result<ExitCode> {
         // The worker binary takes this process over (same pid: the pidfile,
         // systemd and the daemon's parent see no difference) and removes the
         // pidfile at exit.
-        let err = spawn::exec_single(&listeners, ready_pipe.as_ref(), pidfile.as_ref().map(Pidfile::path));
+        let err = spawn::exec_single(
+            &listeners,
+            ready_pipe.as_ref(),
+            pidfile.as_ref().map(Pidfile::path),
+            &config,
+        );
         if let Some(p) = pidfile {
             p.remove();
         }

@@ -78,18 +78,18 @@ fn run(config: Config, start: Start) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Logs to their files (opened while still privileged), then the user.
+fn prepare(config: &Config) -> anyhow::Result<()> {
+    zibai::logging::set_level(config.log_level);
+    zibai::logging::open(config.error_log.clone(), config.access_log_file.clone())?;
+    worker::privileges::drop_to(config.user.as_ref(), config.group.as_ref())?;
+    Ok(())
+}
+
 /// `zibai --check-config`: loads the app and hooks as a worker would, then
 /// exits 0, or 4 with the reason on stderr.
 fn check_app(config: &Config) -> ExitCode {
-    let loaded = python::initialize(config.virtualenv.as_deref()).and_then(|()| {
-        Python::attach(|py| {
-            let path = py.import("sys")?.getattr("path")?;
-            for (i, dir) in config.pythonpath.iter().enumerate() {
-                path.call_method1("insert", (i, dir.display().to_string()))?;
-            }
-            Ok::<_, pyo3::PyErr>(())
-        })
-        .map_err(|e| python::LoadError::Python(format!("cannot set --pythonpath: {e}")))?;
+    let loaded = python::initialize(config.virtualenv.as_deref(), &config.pythonpath).and_then(|()| {
         Python::attach(|py| {
             python::load(py, &config.app, config.call, "app")?;
             for (hook, name) in [
@@ -133,6 +133,10 @@ fn main() -> ExitCode {
     let result = match config {
         Err(e) => Err(e.into()),
         Ok(config) if check => return check_app(&config),
+        Ok(config) => prepare(&config).map(|()| config),
+    };
+    let result = match result {
+        Err(e) => Err(e),
         Ok(config) => match spawn::start() {
             None => Err(anyhow::anyhow!("zibai-worker is started by zibai; run `zibai --help`")),
             Some(start) => start.context("bad worker environment").and_then(|s| run(config, s)),

@@ -191,7 +191,7 @@ pub(crate) struct Cli {
     pub access_log: String,
 
     /// Access log line, with gunicorn's atoms: %(h)s %(r)s %(s)s %({header}i)s %({header}o)s %({VAR}e)s ...
-    #[arg(long, value_name = "FORMAT", default_value = super::DEFAULT_ACCESS_LOG_FORMAT, help_heading = "Logging")]
+    #[arg(long, value_name = "FORMAT", default_value = crate::logging::access::DEFAULT_FORMAT, help_heading = "Logging")]
     pub access_log_format: String,
 
     /// Write each access log line as a JSON object

@@ -25,17 +25,13 @@
 //! `--config`, `--print-config` and `--check-config` are not settings: the
 //! first may come from `ZIBAI_CONFIG`, none may appear in a file.
 
-mod access_log;
 mod cli;
 mod listen;
-mod net;
 mod resolve;
 mod users;
 
-pub use access_log::{AccessLogFormat, Atom, DEFAULT_ACCESS_LOG_FORMAT, Piece};
 pub use cli::{Action, Args};
 pub use listen::ListenAddr;
-pub use net::{IpAllowList, IpNet};
 pub use users::{Group, User};
 
 use std::ffi::OsString;
@@ -224,20 +220,7 @@ pub struct Timeouts {
 }
 
 /// Where a log goes: `-` is stderr.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LogTarget {
-    Stderr,
-    File(PathBuf),
-}
-
-impl fmt::Display for LogTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LogTarget::Stderr => f.write_str("-"),
-            LogTarget::File(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
+pub use crate::logging::Destination as LogTarget;
 
 /// What the configuration was resolved from, so that [`reload`] can do it
 /// again.
@@ -287,7 +270,7 @@ pub struct Config {
     /// False with `--no-access-log`, whatever `access_log_file` says.
     pub access_log: bool,
     pub access_log_file: LogTarget,
-    pub access_log_format: AccessLogFormat,
+    pub access_log_format: crate::logging::access::Format,
     /// One JSON object per access log line instead of `access_log_format`.
     pub access_log_json: bool,
     pub error_log: LogTarget,
@@ -307,7 +290,7 @@ pub struct Config {
     /// `None`: leave the inherited umask alone.
     pub umask: Option<u32>,
     /// Peers whose X-Forwarded-* (and PROXY) headers are believed.
-    pub forwarded_allow_ips: IpAllowList,
+    pub forwarded_allow_ips: crate::proto::forwarded::TrustedProxies,
     /// Expect a PROXY v1/v2 header from peers in `forwarded_allow_ips`.
     pub proxy_protocol: bool,
     /// The config file read, if any (informational: not part of `to_toml`).

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use super::cli::Args;
 use super::{
-    AccessLogFormat, AppSpec, Config, ConfigError, Group, HookSpec, IpAllowList, ListenAddr, LogTarget, Origin,
-    RESOLVED_ENV, Sources, Timeouts, User,
+    AppSpec, Config, ConfigError, Group, HookSpec, ListenAddr, LogTarget, Origin, RESOLVED_ENV, Sources, Timeouts, User,
 };
+use crate::proto::forwarded::TrustedProxies;
 use crate::proto::request::Limits;
 
 /// How an option's value is written in a config file (and split in a
@@ -557,20 +557,10 @@ fn build(raw: &Raw, cwd: &Path, sources: Sources) -> Result<Config, ConfigError>
             p => Ok(Some(p.trim_end_matches('/').to_string())),
         })?
         .flatten();
-    let mut forwarded_allow_ips = IpAllowList {
-        any: false,
-        nets: Vec::new(),
-    };
-    for list in raw.each("forwarded_allow_ips", IpAllowList::parse)? {
-        forwarded_allow_ips.any |= list.any;
-        for net in list.nets {
-            if !forwarded_allow_ips.nets.contains(&net) {
-                forwarded_allow_ips.nets.push(net);
-            }
-        }
-    }
-    if forwarded_allow_ips.any {
-        forwarded_allow_ips.nets.clear();
+    let mut forwarded_allow_ips = TrustedProxies::none();
+    // A list split on whitespace ("10.0.0.0/8, ::1") leaves commas at the ends.
+    for list in raw.each("forwarded_allow_ips", |s| TrustedProxies::parse(s.trim_matches(',')))? {
+        forwarded_allow_ips.merge(list);
     }
     let size = 1..=isize::MAX as i64;
     let limits = Limits {
@@ -619,7 +609,7 @@ fn build(raw: &Raw, cwd: &Path, sources: Sources) -> Result<Config, ConfigError>
             .with("access_log", |s| log_target(cwd, s))?
             .unwrap_or(LogTarget::Stderr),
         access_log_format: raw
-            .with("access_log_format", AccessLogFormat::parse)?
+            .with("access_log_format", crate::logging::access::Format::parse)?
             .unwrap_or_default(),
         access_log_json: raw.flag("access_log_json")?,
         error_log: raw

@@ -60,7 +60,66 @@ enum Atom {
 /// A parsed `--access-log-format`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Format {
+    text: String,
     atoms: Vec<Atom>,
+}
+
+impl Default for Format {
+    fn default() -> Self {
+        // Unit-tested to parse; the fallback only keeps this total.
+        Format::parse(DEFAULT_FORMAT).unwrap_or(Format {
+            text: DEFAULT_FORMAT.to_string(),
+            atoms: Vec::new(),
+        })
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn prefix(s: &str) -> String {
+    s.chars().take(12).collect()
+}
+
+/// The atom named `name` in `%(name)s`.
+fn atom(name: &str) -> Option<Atom> {
+    Some(match name {
+        "h" => Atom::Remote,
+        "l" => Atom::Dash,
+        "u" => Atom::User,
+        "t" => Atom::Time,
+        "r" => Atom::RequestLine,
+        "s" => Atom::Status,
+        "m" => Atom::Method,
+        "U" => Atom::Path,
+        "q" => Atom::Query,
+        "H" => Atom::Protocol,
+        "b" => Atom::BytesClf,
+        "B" => Atom::Bytes,
+        "f" => Atom::Referer,
+        "a" => Atom::UserAgent,
+        "T" => Atom::Seconds,
+        "D" => Atom::Micros,
+        "M" => Atom::Millis,
+        "L" => Atom::DecimalSeconds,
+        "p" => Atom::Pid,
+        _ => {
+            let inner = name.strip_prefix('{')?;
+            let (key, kind) = inner.rsplit_once('}')?;
+            if key.is_empty() {
+                return None;
+            }
+            match kind {
+                "i" => Atom::RequestHeader(key.to_ascii_lowercase()),
+                "o" => Atom::ResponseHeader(key.to_ascii_lowercase()),
+                "e" => Atom::Environ(key.to_string()),
+                _ => return None,
+            }
+        }
+    })
 }
 
 /// The access log as configured: its format (or JSON), and what a request
@@ -100,62 +159,52 @@ pub struct Needs {
 }
 
 impl Format {
-    /// Parses a format; an unknown atom is named in the error.
-    pub fn parse(spec: &str) -> Result<Format, String> {
+    /// Python `%`-formatting with a mapping, as gunicorn reads it: `%(name)s`
+    /// is an atom, `%%` a percent sign; any other `%`, and an unknown atom,
+    /// is an error that names it.
+    pub fn parse(text: &str) -> Result<Format, String> {
         let mut atoms = Vec::new();
-        let mut lit = String::new();
-        let mut rest = spec;
-        while let Some(i) = rest.find("%(") {
-            lit.push_str(&rest[..i]);
-            let after = &rest[i + 2..];
-            let end = after
-                .find(")s")
-                .ok_or_else(|| format!("unterminated atom at {:?}", &rest[i..]))?;
-            let name = &after[..end];
-            let atom = match name {
-                "h" => Atom::Remote,
-                "l" => Atom::Dash,
-                "u" => Atom::User,
-                "t" => Atom::Time,
-                "r" => Atom::RequestLine,
-                "s" => Atom::Status,
-                "m" => Atom::Method,
-                "U" => Atom::Path,
-                "q" => Atom::Query,
-                "H" => Atom::Protocol,
-                "b" => Atom::BytesClf,
-                "B" => Atom::Bytes,
-                "f" => Atom::Referer,
-                "a" => Atom::UserAgent,
-                "T" => Atom::Seconds,
-                "D" => Atom::Micros,
-                "M" => Atom::Millis,
-                "L" => Atom::DecimalSeconds,
-                "p" => Atom::Pid,
-                _ => match (name.strip_prefix('{'), name.rsplit_once('}')) {
-                    (Some(_), Some((key, kind))) if key.len() > 1 => {
-                        let key = key[1..].to_string();
-                        match kind {
-                            "i" => Atom::RequestHeader(key.to_ascii_lowercase()),
-                            "o" => Atom::ResponseHeader(key.to_ascii_lowercase()),
-                            "e" => Atom::Environ(key),
-                            _ => return Err(format!("unknown atom %({name})s")),
-                        }
-                    }
-                    _ => return Err(format!("unknown atom %({name})s")),
-                },
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find('%') {
+            literal.push_str(&rest[..at]);
+            rest = &rest[at..];
+            if let Some(after) = rest.strip_prefix("%%") {
+                literal.push('%');
+                rest = after;
+                continue;
+            }
+            let Some(inner) = rest.strip_prefix("%(") else {
+                return Err(format!(
+                    "a % must start an atom like %(h)s or be doubled (%%), at {:?}",
+                    prefix(rest)
+                ));
             };
-            if !lit.is_empty() {
-                atoms.push(Atom::Literal(std::mem::take(&mut lit)));
+            // `{name}` may itself hold a `)`; the atom ends at `)s`.
+            let Some(close) = inner.find(")s") else {
+                return Err(format!("unterminated atom {:?}: atoms are %(name)s", prefix(rest)));
+            };
+            let name = &inner[..close];
+            let atom = atom(name).ok_or_else(|| format!("unknown atom %({name})s"))?;
+            if !literal.is_empty() {
+                atoms.push(Atom::Literal(std::mem::take(&mut literal)));
             }
             atoms.push(atom);
-            rest = &after[end + 2..];
+            rest = &inner[close + 2..];
         }
-        lit.push_str(rest);
-        if !lit.is_empty() {
-            atoms.push(Atom::Literal(lit));
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            atoms.push(Atom::Literal(literal));
         }
-        Ok(Format { atoms })
+        Ok(Format {
+            text: text.to_string(),
+            atoms,
+        })
+    }
+
+    /// The format as given (for `--print-config`).
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     pub fn needs(&self) -> Needs {
@@ -499,7 +548,9 @@ mod tests {
         assert_eq!(Format::parse("%(h)s %(z)s").unwrap_err(), "unknown atom %(z)s");
         assert!(Format::parse("%({x}q)s").unwrap_err().contains("%({x}q)s"));
         assert!(Format::parse("%(h").unwrap_err().contains("unterminated"));
-        assert_eq!(render("100%% literal"), "100%% literal");
+        assert!(Format::parse("50% off").unwrap_err().contains("doubled"));
+        assert!(Format::parse("%({}i)s").is_err());
+        assert_eq!(render("100%% literal"), "100% literal");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 
 pub mod access;
 
-use std::ffi::OsString;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -21,20 +20,12 @@ pub enum Destination {
     File(PathBuf),
 }
 
-impl Destination {
-    /// `-` is stderr, anything else a file path.
-    pub fn parse(s: &std::ffi::OsStr) -> Destination {
-        if s == "-" {
-            Destination::Stderr
-        } else {
-            Destination::File(PathBuf::from(s))
-        }
-    }
-
-    pub fn to_os_string(&self) -> OsString {
+/// `-` for stderr, else the path (what `--print-config` writes).
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Destination::Stderr => "-".into(),
-            Destination::File(p) => p.clone().into_os_string(),
+            Destination::Stderr => f.write_str("-"),
+            Destination::File(p) => write!(f, "{}", p.display()),
         }
     }
 }

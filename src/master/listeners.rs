@@ -63,11 +63,40 @@ fn err(addr: &ListenAddr) -> impl Fn(nix::Error) -> ListenError + '_ {
     }
 }
 
-pub fn bind_all(addrs: &[ListenAddr], backlog: i32, dualstack: bool, perms: u32) -> Result<Vec<Listener>, ListenError> {
-    addrs.iter().map(|a| bind(a, backlog, dualstack, perms)).collect()
+/// How to bind.
+#[derive(Clone, Copy, Debug)]
+pub struct BindOptions {
+    pub backlog: i32,
+    /// IPv6 listeners take IPv4 too.
+    pub dualstack: bool,
+    /// Mode of unix socket files.
+    pub perms: u32,
+    /// SO_REUSEPORT on TCP listeners.
+    pub reuse_port: bool,
 }
 
-pub fn bind(addr: &ListenAddr, backlog: i32, dualstack: bool, perms: u32) -> Result<Listener, ListenError> {
+impl Default for BindOptions {
+    fn default() -> Self {
+        BindOptions {
+            backlog: 2048,
+            dualstack: false,
+            perms: 0o600,
+            reuse_port: false,
+        }
+    }
+}
+
+pub fn bind_all(addrs: &[ListenAddr], opts: BindOptions) -> Result<Vec<Listener>, ListenError> {
+    addrs.iter().map(|a| bind(a, opts)).collect()
+}
+
+pub fn bind(addr: &ListenAddr, opts: BindOptions) -> Result<Listener, ListenError> {
+    let BindOptions {
+        backlog,
+        dualstack,
+        perms,
+        reuse_port,
+    } = opts;
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
     let backlog = Backlog::new(backlog).unwrap_or(Backlog::MAXCONN);
     match addr {
@@ -83,6 +112,9 @@ pub fn bind(addr: &ListenAddr, backlog: i32, dualstack: bool, perms: u32) -> Res
             };
             let fd = socket::socket(family, SockType::Stream, flags, None).map_err(err(addr))?;
             socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(err(addr))?;
+            if reuse_port {
+                socket::setsockopt(&fd, sockopt::ReusePort, &true).map_err(err(addr))?;
+            }
             match sa {
                 SocketAddr::V4(v4) => socket::bind(fd.as_raw_fd(), &SockaddrIn::from(v4)),
                 SocketAddr::V6(v6) => {
@@ -236,16 +268,16 @@ mod tests {
 
     #[test]
     fn port_in_use_is_one_clear_error() {
-        let first = bind(&ListenAddr::parse("127.0.0.1:0").unwrap(), 16, false, 0o600).unwrap();
+        let first = bind(&ListenAddr::parse("127.0.0.1:0").unwrap(), BindOptions::default()).unwrap();
         let Local::Tcp(a) = first.local else { panic!() };
         let again = ListenAddr::parse(&a.to_string()).unwrap();
-        let e = bind(&again, 16, false, 0o600).unwrap_err().to_string();
+        let e = bind(&again, BindOptions::default()).unwrap_err().to_string();
         assert!(e.contains(&a.to_string()) && e.contains("in use"), "{e}");
     }
 
     #[test]
     fn listeners_are_cloexec_and_nonblocking() {
-        let l = bind(&ListenAddr::parse("127.0.0.1:0").unwrap(), 16, false, 0o600).unwrap();
+        let l = bind(&ListenAddr::parse("127.0.0.1:0").unwrap(), BindOptions::default()).unwrap();
         use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
         let fd = FdFlag::from_bits_truncate(fcntl(&l.fd, FcntlArg::F_GETFD).unwrap());
         let fl = OFlag::from_bits_truncate(fcntl(&l.fd, FcntlArg::F_GETFL).unwrap());
@@ -258,7 +290,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("data.txt");
         std::fs::write(&p, b"keep me").unwrap();
-        let e = bind(&ListenAddr::Unix(p.clone()), 16, false, 0o600).unwrap_err();
+        let e = bind(&ListenAddr::Unix(p.clone()), BindOptions::default()).unwrap_err();
         assert!(e.to_string().contains("not a socket"), "{e}");
         assert_eq!(std::fs::read(&p).unwrap(), b"keep me");
         std::fs::remove_dir_all(&dir).unwrap();

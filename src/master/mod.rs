@@ -293,7 +293,7 @@ impl Master {
             0 => 0,
             n => n + random_up_to(self.config.max_requests_jitter),
         };
-        let spawned = spawn::spawn_worker(&self.worker_binary.path(), &self.listeners, max)?;
+        let spawned = spawn::spawn_worker(&self.worker_binary.path(), &self.listeners, max, &self.config)?;
         let pid = Pid::from_raw(spawned.child.id() as i32);
         spawned.control.set_nonblocking(true)?;
         // The Child handle is not needed: reaping is done by waitpid(-1).
@@ -417,6 +417,17 @@ impl Master {
             SIGTERM => self.stop(true),
             SIGINT | SIGQUIT => self.stop(false),
             SIGHUP if self.stopping.is_none() => {
+                match crate::config::reload(&self.config) {
+                    Ok(r) => {
+                        for key in &r.ignored {
+                            log::warn!("--{key} changed; it applies only after a restart (kept the running value)");
+                        }
+                        self.config = r.config;
+                        self.desired = self.config.subprocess.max(1);
+                        crate::logging::set_level(self.config.log_level);
+                    }
+                    Err(e) => log::error!("Cannot reload the configuration, keeping the current one: {e}"),
+                }
                 self.generation += 1;
                 log::info!("Received SIGHUP: replacing every worker, one at a time");
                 self.announcer.reloading();
@@ -456,6 +467,7 @@ impl Master {
             }
             SIGUSR1 => {
                 log::info!("Received SIGUSR1: reopening logs");
+                crate::logging::reopen();
                 for w in &mut self.workers {
                     w.tell(&ToWorker::ReopenLogs);
                 }

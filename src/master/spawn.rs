@@ -84,7 +84,12 @@ impl WorkerBinary {
 
 /// Single-process mode: replaces this process with the worker binary,
 /// serving on `listeners`. Returns only on failure.
-pub fn exec_single(listeners: &[Listener], ready: Option<&OwnedFd>, pidfile: Option<&Path>) -> io::Error {
+pub fn exec_single(
+    listeners: &[Listener],
+    ready: Option<&OwnedFd>,
+    pidfile: Option<&Path>,
+    config: &crate::config::Config,
+) -> io::Error {
     let exe = match sibling("zibai-worker") {
         Ok(p) => p,
         Err(e) => return e,
@@ -98,6 +103,7 @@ pub fn exec_single(listeners: &[Listener], ready: Option<&OwnedFd>, pidfile: Opt
         .join(",");
     let mut cmd = reexec(&exe, inherit);
     cmd.env(SINGLE_ENV, list);
+    with_config(&mut cmd, config);
     if let Some(fd) = ready {
         cmd.env(READY_ENV, fd.as_raw_fd().to_string());
     }
@@ -112,7 +118,19 @@ pub fn exec_single(listeners: &[Listener], ready: Option<&OwnedFd>, pidfile: Opt
 }
 
 /// Starts a worker running `exe` with our own arguments.
-pub fn spawn_worker(exe: &std::path::Path, listeners: &[Listener], max_requests: u64) -> io::Result<Spawned> {
+/// Hands a worker the master's resolved configuration (it never parses
+/// the command line or the environment itself) and the app's `--env`.
+fn with_config(cmd: &mut Command, config: &crate::config::Config) {
+    cmd.env(crate::config::RESOLVED_ENV, config.to_toml())
+        .envs(config.env.iter().map(|(k, v)| (k, v)));
+}
+
+pub fn spawn_worker(
+    exe: &std::path::Path,
+    listeners: &[Listener],
+    max_requests: u64,
+    config: &crate::config::Config,
+) -> io::Result<Spawned> {
     // SOCK_CLOEXEC on both ends (std sets it); the child clears it on its end.
     let (master_end, worker_end) = UnixStream::pair()?;
     let mut fds: Vec<RawFd> = vec![worker_end.as_raw_fd()];
@@ -122,6 +140,7 @@ pub fn spawn_worker(exe: &std::path::Path, listeners: &[Listener], max_requests:
     let mut cmd = reexec(exe, fds);
     cmd.env(WORKER_ENV, list)
         .env(MAX_REQUESTS_ENV, max_requests.to_string());
+    with_config(&mut cmd, config);
     // SAFETY: runs in the forked child before exec (after `reexec`'s step)
     // and only makes async-signal-safe calls (prctl, getppid).
     unsafe {

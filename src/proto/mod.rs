@@ -12,5 +12,7 @@
 pub mod chunked;
 pub mod control;
 pub mod date;
+pub mod forwarded;
+pub mod proxy;
 pub mod request;
 pub mod response;

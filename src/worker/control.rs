@@ -120,7 +120,8 @@ impl Control {
                             ToWorker::Stop { graceful: true } => raise(libc::SIGTERM),
                             ToWorker::Stop { graceful: false } => raise(libc::SIGINT),
                             ToWorker::ReopenLogs => {
-                                log::debug!("reopening logs (nothing to reopen: logs go to stderr)")
+                                log::debug!("reopening logs");
+                                crate::logging::reopen();
                             }
                         }
                     }

@@ -5,6 +5,7 @@
 pub mod control;
 mod input;
 mod io;
+pub mod privileges;
 pub mod python;
 pub mod registry;
 mod response;
@@ -94,7 +95,7 @@ pub enum Role {
 /// exit code.
 pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, WorkerError> {
     let multiprocess = matches!(role, Role::Worker(_));
-    python::initialize(config.virtualenv.as_deref())?;
+    python::initialize(config.virtualenv.as_deref(), &config.pythonpath)?;
     let (app, statics, before_serve, hooks) = Python::attach(|py| -> Result<_, WorkerError> {
         let app = python::load(py, &config.app, config.call, "app")?;
         let hook = |spec: &Option<crate::config::HookSpec>, name: &str| -> Result<_, WorkerError> {
@@ -121,11 +122,9 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
     ])
     .map_err(|e| WorkerError::setup("signals", e))?;
     let threads = config.max_workers;
-    let access_log = config.access_log.then(|| {
-        let format = crate::logging::access::Format::parse(crate::logging::access::DEFAULT_FORMAT)
-            .expect("the default format parses (unit-tested)");
-        crate::logging::access::AccessLog::new(format, false)
-    });
+    let access_log = config
+        .access_log
+        .then(|| crate::logging::access::AccessLog::new(config.access_log_format.clone(), config.access_log_json));
     if !multiprocess {
         control::standalone_max_requests(config.max_requests);
     }
@@ -193,6 +192,8 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
         match signals.forever().next() {
             Some(SIGTERM) => break true,
             Some(SIGINT | SIGQUIT) => break false,
+            // Single-process mode: logrotate signals this process itself.
+            Some(SIGUSR1) => crate::logging::reopen(),
             _ => continue,
         }
     };

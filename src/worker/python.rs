@@ -47,9 +47,9 @@ pub fn traceback(py: Python<'_>, err: &PyErr) -> String {
 }
 
 /// Starts the interpreter with Python's signal handlers left uninstalled
-/// (Rust owns signals), puts the current directory first on `sys.path` and
-/// the virtualenv's site-packages on it.
-pub fn initialize(virtualenv: Option<&Path>) -> Result<(), LoadError> {
+/// (Rust owns signals), puts `pythonpath` then the current directory first
+/// on `sys.path`, and the virtualenv's site-packages on it.
+pub fn initialize(virtualenv: Option<&Path>, pythonpath: &[std::path::PathBuf]) -> Result<(), LoadError> {
     Python::initialize();
     Python::attach(|py| {
         let setup = || -> PyResult<()> {
@@ -59,6 +59,9 @@ pub fn initialize(virtualenv: Option<&Path>) -> Result<(), LoadError> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| ".".into());
             path.insert(0, cwd)?;
+            for (i, dir) in pythonpath.iter().enumerate() {
+                path.insert(i, dir.display().to_string())?;
+            }
             if let Some(venv) = virtualenv {
                 let site = py.import("site")?;
                 let version = sys.getattr("version_info")?;

@@ -25,10 +25,12 @@ use super::input::{BodyReader, Input};
 use super::io::{flush_parked, read_some, write_or_park};
 use super::registry::{ConnSocket, ConnState, Registry};
 use super::response::{Framed, Response, ResponseSetup, StartResponse};
-use super::wsgi::{ConnInfo, Peer, Statics};
+use super::wsgi::{ConnInfo, Forwarded, Peer, Statics};
 use crate::config::Config;
 use crate::logging::access::{AccessLog, Record};
 use crate::master::listeners::{Listener, Local};
+use crate::proto::forwarded::{client_from_x_forwarded_for, scheme_from_headers};
+use crate::proto::proxy::ProxyHeader;
 use crate::proto::request::{BodyKind, Request, RequestError, Version, parse_request};
 use crate::proto::response::simple_response;
 
@@ -66,6 +68,8 @@ struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     close_after_out: bool,
+    /// `--proxy-protocol` and a trusted peer: a PROXY header comes first.
+    proxy_pending: bool,
 }
 
 impl Shared {
@@ -347,6 +351,7 @@ fn accept(shared: &Shared, idx: usize) {
         if matches!(listener.local, Local::Tcp(_)) {
             let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::TcpNoDelay, &true);
         }
+        let proxy_pending = shared.config.proxy_protocol && trusted(shared, &peer);
         let sock = Arc::new(ConnSocket::new(fd));
         let slot = shared.registry.insert(sock.clone());
         shared.registry.set_deadline(&sock, shared.config.timeouts.header);
@@ -360,6 +365,7 @@ fn accept(shared: &Shared, idx: usize) {
             out: Vec::new(),
             out_pos: 0,
             close_after_out: false,
+            proxy_pending,
         });
         let raw = conn.sock.fd.as_raw_fd();
         let ptr = Box::into_raw(conn);
@@ -379,24 +385,28 @@ fn peer_of(ss: &libc::sockaddr_storage) -> Peer {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
             let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
-            Peer {
-                addr: std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string(),
-                port: u16::from_be(sin.sin_port).to_string(),
-            }
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Peer::from_socket_addr((ip, u16::from_be(sin.sin_port)).into())
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
             let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
-            Peer {
-                addr: std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).to_string(),
-                port: u16::from_be(sin6.sin6_port).to_string(),
-            }
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Peer::from_socket_addr((ip, u16::from_be(sin6.sin6_port)).into())
         }
         _ => Peer {
             addr: String::new(),
             port: String::new(),
+            ip: None,
         },
     }
+}
+
+/// Whether `peer` may tell us about the client (X-Forwarded-*, PROXY).
+/// Unix socket peers are local processes the socket's permissions let in:
+/// the usual nginx in front.
+fn trusted(shared: &Shared, peer: &Peer) -> bool {
+    peer.ip.is_none_or(|ip| shared.config.forwarded_allow_ips.contains(ip))
 }
 
 fn close_conn(shared: &Shared, conn: Box<Conn>) {
@@ -510,7 +520,39 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
             }
         }
         let buffered = conn.buf.len();
+        if conn.proxy_pending {
+            match crate::proto::proxy::parse(&conn.buf) {
+                Ok(None) => {
+                    conn.incomplete = true;
+                    continue;
+                }
+                Ok(Some((header, used))) => {
+                    conn.buf.drain(..used);
+                    conn.proxy_pending = false;
+                    if let ProxyHeader::Proxied { source, .. } = header {
+                        conn.peer = Peer::from_socket_addr(source);
+                    }
+                    if conn.buf.is_empty() {
+                        conn.incomplete = true;
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    refuse(&conn, 400, "Bad Request", &format_args!("PROXY header: {e}"));
+                    close_conn(shared, conn);
+                    return None;
+                }
+            }
+        }
+        let trusted_peer = trusted(shared, &conn.peer);
         let verdict = with_request(&conn.buf, limits, |parsed| match parsed {
+            // Conflicting scheme headers from a proxy we trust: gunicorn's
+            // InvalidSchemeHeaders, a 400.
+            Ok(Some(req)) if trusted_peer && scheme_from_headers(req.headers).is_err() => Err((
+                400,
+                "Bad Request",
+                "conflicting X-Forwarded-Proto/-Protocol/-Ssl headers".to_string(),
+            )),
             Ok(Some(req)) => Ok(match req.body {
                 BodyKind::Length(n)
                     if n <= PREREAD_BODY && !req.expect_continue && ((buffered - req.head_len) as u64) < n =>
@@ -520,7 +562,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 _ => Need::Nothing,
             }),
             Ok(None) => Ok(Need::Head),
-            Err(e) => Err(e),
+            Err(e) => Err((e.status(), e.reason(), e.to_string())),
         });
         match verdict {
             Ok(Need::Nothing) => return Some(conn),
@@ -531,8 +573,8 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 conn.incomplete = true;
                 shared.registry.set_deadline(&conn.sock, timeouts.read);
             }
-            Err(e) => {
-                refuse(&conn, e);
+            Err((status, reason, why)) => {
+                refuse(&conn, status, reason, &why);
                 close_conn(shared, conn);
                 return None;
             }
@@ -552,6 +594,8 @@ struct Head<'py> {
     request_line: String,
     /// The request headers the access log format asks for.
     logged_headers: Vec<(String, String)>,
+    /// The client as a trusted proxy reported it (REMOTE_ADDR, `%(h)s`).
+    client: Option<std::net::IpAddr>,
     environ: PyResult<Bound<'py, PyDict>>,
 }
 
@@ -569,13 +613,29 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         close_conn(shared, conn);
         return None;
     };
-    let info = ConnInfo {
-        peer: &conn.peer,
-        local: &shared.listeners[conn.listener].local,
-    };
+    let trusted_peer = trusted(shared, &conn.peer);
     let parsed = with_request(&conn.buf, limits, |parsed| {
         // `drive` only hands over connections holding a complete, valid head.
         let req = parsed.ok().flatten()?;
+        let forwarded = if trusted_peer {
+            let xff: Vec<&[u8]> = req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+                .map(|h| h.value)
+                .collect();
+            Forwarded {
+                client: client_from_x_forwarded_for(&xff, &shared.config.forwarded_allow_ips),
+                scheme: scheme_from_headers(req.headers).ok().flatten(),
+            }
+        } else {
+            Forwarded::default()
+        };
+        let info = ConnInfo {
+            peer: &conn.peer,
+            local: &shared.listeners[conn.listener].local,
+            forwarded,
+        };
         let http11 = req.version == Version::Http11;
         let request_line = format!(
             "{} {} {}",
@@ -611,6 +671,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
             is_head: req.method == "HEAD",
             request_line,
             logged_headers,
+            client: forwarded.client,
             environ,
         })
     });
@@ -623,6 +684,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         is_head,
         request_line,
         logged_headers,
+        client,
         environ,
     }) = parsed
     else {
@@ -704,8 +766,9 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
                 Some((k.clone(), v.str().ok()?.to_string()))
             })
             .collect();
+        let remote = client.map(|ip| ip.to_canonical().to_string());
         let record = Record {
-            remote: &conn.peer.addr,
+            remote: remote.as_deref().unwrap_or(&conn.peer.addr),
             method,
             target,
             protocol,
@@ -728,10 +791,10 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
 }
 
 /// Answers a request we refuse to parse, then the caller closes.
-fn refuse(conn: &Conn, e: RequestError) {
-    let msg = simple_response(e.status(), e.reason(), &date_now(), true);
+fn refuse(conn: &Conn, status: u16, reason: &str, why: &dyn std::fmt::Display) {
+    let msg = simple_response(status, reason, &date_now(), true);
     // Best effort and never waiting (this may run with the GIL held): a
     // client that cannot take a 150-byte answer is not owed one.
     let _ = write_or_park(conn.sock.fd_borrow(), &mut [io::IoSlice::new(&msg)]);
-    log::info!("refused a request from {}: {} ({e})", conn.peer.addr, e.status());
+    log::info!("refused a request from {}: {status} ({why})", conn.peer.addr);
 }

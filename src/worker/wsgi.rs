@@ -128,11 +128,33 @@ fn percent_decode(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 pub struct Peer {
     pub addr: String,
     pub port: String,
+    /// `None` for a unix socket peer.
+    pub ip: Option<std::net::IpAddr>,
+}
+
+impl Peer {
+    pub fn from_socket_addr(a: std::net::SocketAddr) -> Peer {
+        Peer {
+            addr: a.ip().to_string(),
+            port: a.port().to_string(),
+            ip: Some(a.ip()),
+        }
+    }
+}
+
+/// What a trusted front proxy told us about the client.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Forwarded {
+    /// From X-Forwarded-For.
+    pub client: Option<std::net::IpAddr>,
+    /// From X-Forwarded-Proto and its kin.
+    pub scheme: Option<&'static str>,
 }
 
 pub struct ConnInfo<'a> {
     pub peer: &'a Peer,
     pub local: &'a Local,
+    pub forwarded: Forwarded,
 }
 
 impl Statics {
@@ -252,7 +274,13 @@ impl Statics {
                 Version::Http10 => k.http10.bind(py),
             },
         )?;
-        env.set_item(k.remote_addr.bind(py), info.peer.addr.as_str())?;
+        match info.forwarded.client {
+            Some(ip) => env.set_item(k.remote_addr.bind(py), ip.to_canonical().to_string())?,
+            None => env.set_item(k.remote_addr.bind(py), info.peer.addr.as_str())?,
+        }
+        if let Some(scheme) = info.forwarded.scheme {
+            env.set_item(pyo3::intern!(py, "wsgi.url_scheme"), scheme)?;
+        }
         env.set_item(k.remote_port.bind(py), info.peer.port.as_str())?;
         let mut host: Option<&[u8]> = None;
         let headers = req.headers;

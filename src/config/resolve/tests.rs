@@ -208,8 +208,8 @@ fn file_errors_name_the_file_the_key_and_the_value() {
         ),
         (
             "forwarded-allow-ips = \"10.0.0.0/33\"",
-            "key \"forwarded-allow-ips\": invalid value \"10.0.0.0/33\": \"10.0.0.0/33\": the prefix length must be \
-             a number from 0 to 32",
+            "key \"forwarded-allow-ips\": invalid value \"10.0.0.0/33\": invalid trusted proxy \"10.0.0.0/33\": the \
+             prefix length must be a number from 0 to 32",
         ),
         (
             "access-log-format = \"%(h)s %(z)s\"",
@@ -282,8 +282,8 @@ fn variable_errors_name_the_variable() {
         (
             "ZIBAI_FORWARDED_ALLOW_IPS",
             "10.1.2.3/8",
-            "invalid value \"10.1.2.3/8\" for --forwarded-allow-ips: \"10.1.2.3/8\" has host bits set (did you \
-             mean 10.0.0.0/8?)",
+            "invalid value \"10.1.2.3/8\" for --forwarded-allow-ips: invalid trusted proxy \"10.1.2.3/8\": host bits \
+             are set; the network is 10.0.0.0/8",
         ),
         (
             "ZIBAI_ACCESS_LOG_FORMAT",
@@ -322,8 +322,8 @@ fn variable_errors_name_the_variable() {
 fn command_line_errors() {
     assert_eq!(
         error_cli(&["a:b", "--forwarded-allow-ips", "10.0.0.0/33"]),
-        "invalid value \"10.0.0.0/33\" for --forwarded-allow-ips: \"10.0.0.0/33\": the prefix length must be a \
-         number from 0 to 32"
+        "invalid value \"10.0.0.0/33\" for --forwarded-allow-ips: invalid trusted proxy \"10.0.0.0/33\": the prefix \
+         length must be a number from 0 to 32"
     );
     assert_eq!(
         error_cli(&["a:b", "--access-log-format", "%(h)s %(x)s"]),
