@@ -1,7 +1,7 @@
 # The targets CI and people run. `make test` is what .ci/run calls.
 CARGO ?= cargo
 
-.PHONY: all build run test lint fmt unit integration bench fuzz clean
+.PHONY: all build run test lint fmt unit integration bench fuzz clean docs deb rpm
 
 all: build
 
@@ -37,6 +37,19 @@ bench:
 fuzz:
 	cd fuzz && $(CARGO) +nightly fuzz run request_head -- -max_total_time=60
 	cd fuzz && $(CARGO) +nightly fuzz run chunked -- -max_total_time=60
+
+# The man page and shell completions, from the clap definition.
+docs:
+	$(CARGO) run --release --example gen-docs -- target/docs
+
+# Packages (see packaging/README.md: build against the distribution's Python).
+deb: build docs
+	command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb
+	$(CARGO) deb --no-build
+
+rpm: build docs
+	command -v cargo-generate-rpm >/dev/null || $(CARGO) install cargo-generate-rpm
+	$(CARGO) generate-rpm
 
 clean:
 	$(CARGO) clean

@@ -269,7 +269,7 @@ pub struct Args {
 
 /// The clap command: [`Cli`]'s definition, with each option's variable
 /// named in its help.
-pub(super) fn command() -> clap::Command {
+pub fn command() -> clap::Command {
     Cli::command().mut_args(|arg| match resolve::env_help(arg.get_id().as_str()) {
         Some(note) => {
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();

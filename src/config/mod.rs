@@ -30,7 +30,7 @@ mod listen;
 mod resolve;
 mod users;
 
-pub use cli::{Action, Args};
+pub use cli::{Action, Args, command};
 pub use listen::ListenAddr;
 pub use users::{Group, User};
 
