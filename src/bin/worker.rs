@@ -89,21 +89,8 @@ fn prepare(config: &Config) -> anyhow::Result<()> {
 /// `zibai --check-config`: loads the app and hooks as a worker would, then
 /// exits 0, or 4 with the reason on stderr.
 fn check_app(config: &Config) -> ExitCode {
-    let loaded = python::initialize(config.virtualenv.as_deref(), &config.pythonpath).and_then(|()| {
-        Python::attach(|py| {
-            python::load(py, &config.app, config.call, "app")?;
-            for (hook, name) in [
-                (&config.before_serve, "--before-serve hook"),
-                (&config.before_graceful_exit, "--before-graceful-exit hook"),
-                (&config.before_died, "--before-died hook"),
-            ] {
-                if let Some(spec) = hook {
-                    python::load(py, spec, false, name)?;
-                }
-            }
-            Ok(())
-        })
-    });
+    let loaded = python::initialize(config.virtualenv.as_deref(), &config.pythonpath)
+        .and_then(|()| Python::attach(|py| python::load_all(py, config).map(drop)));
     match loaded {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -97,20 +97,13 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
     let multiprocess = matches!(role, Role::Worker(_));
     python::initialize(config.virtualenv.as_deref(), &config.pythonpath)?;
     let (app, statics, before_serve, hooks) = Python::attach(|py| -> Result<_, WorkerError> {
-        let app = python::load(py, &config.app, config.call, "app")?;
-        let hook = |spec: &Option<crate::config::HookSpec>, name: &str| -> Result<_, WorkerError> {
-            spec.as_ref()
-                .map(|s| python::load(py, s, false, name))
-                .transpose()
-                .map_err(Into::into)
-        };
-        let before_serve = hook(&config.before_serve, "--before-serve hook")?;
+        let loaded = python::load_all(py, &config)?;
         let hooks = Hooks {
-            before_graceful_exit: hook(&config.before_graceful_exit, "--before-graceful-exit hook")?,
-            before_died: hook(&config.before_died, "--before-died hook")?,
+            before_graceful_exit: loaded.before_graceful_exit,
+            before_died: loaded.before_died,
         };
         let statics = wsgi::Statics::new(py, &config, multiprocess).map_err(|e| WorkerError::setup("environ", e))?;
-        Ok((app, statics, before_serve, hooks))
+        Ok((loaded.app, statics, loaded.before_serve, hooks))
     })?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| WorkerError::setup("epoll", e))?;
     // Before anything can announce readiness (a request served, a log line

@@ -180,3 +180,23 @@ pub fn run_hook(hook: &Option<Py<PyAny>>, name: &str) {
         }
     });
 }
+
+/// The app and Zibai's three hooks, as the configuration names them.
+pub struct Loaded {
+    pub app: Py<PyAny>,
+    pub before_serve: Option<Py<PyAny>>,
+    pub before_graceful_exit: Option<Py<PyAny>>,
+    pub before_died: Option<Py<PyAny>>,
+}
+
+/// Imports the app and the hooks (what a worker does at boot, and what
+/// `--check-config` checks).
+pub fn load_all(py: Python<'_>, config: &crate::config::Config) -> Result<Loaded, LoadError> {
+    let hook = |spec: &Option<AppSpec>, name: &str| spec.as_ref().map(|s| load(py, s, false, name)).transpose();
+    Ok(Loaded {
+        app: load(py, &config.app, config.call, "app")?,
+        before_serve: hook(&config.before_serve, "--before-serve hook")?,
+        before_graceful_exit: hook(&config.before_graceful_exit, "--before-graceful-exit hook")?,
+        before_died: hook(&config.before_died, "--before-died hook")?,
+    })
+}
