@@ -113,7 +113,11 @@ fn run() -> anyhow::Result<ExitCode> {
     }
     let ready_pipe = if config.daemon { Some(daemon::detach()?) } else { None };
     // After detaching: a daemon's stderr is /dev/null, its logs go to files.
-    zibai::logging::open(config.error_log.clone(), config.access_log_file.clone())?;
+    zibai::logging::open(
+        config.error_log.clone(),
+        config.access_log_file.clone(),
+        config.worker_owner(),
+    )?;
     let pidfile = match &config.pidfile {
         Some(path) => {
             // A new master writes PIDFILE.2 while the old one still runs.

@@ -81,7 +81,11 @@ fn run(config: Config, start: Start) -> anyhow::Result<ExitCode> {
 /// Logs to their files (opened while still privileged), then the user.
 fn prepare(config: &Config) -> anyhow::Result<()> {
     zibai::logging::set_level(config.log_level);
-    zibai::logging::open(config.error_log.clone(), config.access_log_file.clone())?;
+    zibai::logging::open(
+        config.error_log.clone(),
+        config.access_log_file.clone(),
+        config.worker_owner(),
+    )?;
     worker::privileges::drop_to(config.user.as_ref(), config.group.as_ref())?;
     Ok(())
 }

@@ -299,6 +299,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The user and group workers run as (`--user`, `--group`), if set.
+    pub fn worker_owner(&self) -> Option<(u32, u32)> {
+        let uid = self.user.as_ref()?.uid;
+        let gid = self.group.as_ref().map(|g| g.gid).or(self.user.as_ref()?.gid)?;
+        Some((uid, gid))
+    }
+
     /// The resolved configuration as a TOML config file: every option,
     /// defaults included, keyed by its long name. Feeding it back with
     /// `--config` (and nothing else) resolves to the same configuration and

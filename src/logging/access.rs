@@ -133,7 +133,15 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn new(format: Format, json: bool) -> AccessLog {
-        let needs = format.needs();
+        let mut needs = format.needs();
+        if json {
+            // JSON lines always carry these, whatever the format names.
+            for h in ["referer", "user-agent"] {
+                if !needs.request_headers.iter().any(|n| n == h) {
+                    needs.request_headers.push(h.to_string());
+                }
+            }
+        }
         AccessLog { format, json, needs }
     }
 
@@ -577,6 +585,20 @@ mod tests {
         assert!(
             s.ends_with(r#""pid":4242,"request_header.x-request-id":"abc-1"}"#),
             "{s}"
+        );
+    }
+
+    /// Regression: JSON lines said null for Referer and User-Agent unless
+    /// the format also named them.
+    #[test]
+    fn json_needs_referer_and_user_agent() {
+        let log = AccessLog::new(Format::parse("%({X-Req}i)s").unwrap(), true);
+        assert_eq!(log.needs.request_headers, ["x-req", "referer", "user-agent"]);
+        assert_eq!(
+            AccessLog::new(Format::parse("%({X-Req}i)s").unwrap(), false)
+                .needs
+                .request_headers,
+            ["x-req"]
         );
     }
 

@@ -34,6 +34,9 @@ impl std::fmt::Display for Destination {
 pub struct Sink {
     dest: Destination,
     fd: RwLock<Option<Arc<OwnedFd>>>,
+    /// Workers that dropped root to this (uid, gid) must be able to reopen
+    /// the file after logrotate: files we create are handed to them.
+    owner: Option<(u32, u32)>,
 }
 
 fn open_file(path: &std::path::Path) -> io::Result<OwnedFd> {
@@ -48,15 +51,35 @@ fn open_file(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(f))
 }
 
+/// Gives the file to `owner` when we run as root (gunicorn does the same
+/// for its log files).
+fn hand_over(fd: &OwnedFd, owner: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = owner
+        && nix::unistd::Uid::effective().is_root()
+    {
+        let _ = nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into()));
+    }
+}
+
 impl Sink {
     pub fn open(dest: Destination) -> io::Result<Sink> {
+        Sink::open_for(dest, None)
+    }
+
+    /// Opens `dest`, owned by `owner` (the workers' user and group).
+    pub fn open_for(dest: Destination, owner: Option<(u32, u32)>) -> io::Result<Sink> {
         let fd = match &dest {
             Destination::Stderr => None,
-            Destination::File(p) => Some(Arc::new(open_file(p)?)),
+            Destination::File(p) => {
+                let fd = open_file(p)?;
+                hand_over(&fd, owner);
+                Some(Arc::new(fd))
+            }
         };
         Ok(Sink {
             dest,
             fd: RwLock::new(fd),
+            owner,
         })
     }
 
@@ -82,8 +105,9 @@ impl Sink {
     /// Opens the file again (the old one may have been moved away).
     pub fn reopen(&self) -> io::Result<()> {
         if let Destination::File(p) = &self.dest {
-            let fd = Arc::new(open_file(p)?);
-            *self.fd.write().unwrap_or_else(|p| p.into_inner()) = Some(fd);
+            let fd = open_file(p)?;
+            hand_over(&fd, self.owner);
+            *self.fd.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(fd));
         }
         Ok(())
     }
@@ -157,11 +181,22 @@ pub fn set_level(level: log::LevelFilter) {
     }
 }
 
-/// Opens the error and access logs; until then both go to stderr.
-pub fn open(error_log: Destination, access_log: Destination) -> io::Result<()> {
-    let _ = ERROR_LOG.set(Sink::open(error_log)?);
-    let _ = ACCESS_LOG.set(Sink::open(access_log)?);
+/// Opens the error and access logs (until then both go to stderr), owned
+/// by `owner`, the user workers run as, if any.
+pub fn open(error_log: Destination, access_log: Destination, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let _ = ERROR_LOG.set(Sink::open_for(error_log, owner)?);
+    let _ = ACCESS_LOG.set(Sink::open_for(access_log, owner)?);
     Ok(())
+}
+
+/// Text for the error log as the app wrote it (`wsgi.errors`), unprefixed.
+pub fn error_raw(text: &[u8]) {
+    match ERROR_LOG.get() {
+        Some(sink) => sink.write_line(text),
+        None => {
+            let _ = io::stderr().write_all(text);
+        }
+    }
 }
 
 /// One access log line (without its newline).

@@ -86,7 +86,7 @@ impl Shared {
     /// Graceful stop, step one: no new connections.
     pub fn stop_accepting(&self) {
         super::STOPPING.store(true, Ordering::SeqCst);
-        for l in &self.listeners {
+        for (i, l) in self.listeners.iter().enumerate() {
             let _ = self.epoll.delete(l.fd.as_fd());
             // On Linux, shutting down a listening socket makes it refuse
             // what is queued instead of leaving those clients hanging. Only
@@ -95,6 +95,13 @@ impl Shared {
             if l.bound_here {
                 // SAFETY: the fd is open; shutdown does not close it.
                 unsafe { libc::shutdown(l.fd.as_raw_fd(), libc::SHUT_RD) };
+            } else {
+                // A shared socket is EPOLLEXCLUSIVE: the kernel may have woken
+                // this worker alone for connections now queued, and will not
+                // wake another for them. Take them before going (they are
+                // served with `Connection: close`); later ones wake the
+                // workers still registered.
+                accept(self, i);
             }
         }
     }

@@ -163,7 +163,7 @@ impl Statics {
         let template = PyDict::new(py);
         template.set_item("wsgi.version", (1, 0))?;
         template.set_item("wsgi.url_scheme", config.url_scheme.as_str())?;
-        template.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
+        template.set_item("wsgi.errors", Bound::new(py, ErrorStream)?)?;
         template.set_item("wsgi.multithread", config.max_workers > 1)?;
         template.set_item("wsgi.multiprocess", multiprocess)?;
         template.set_item("wsgi.run_once", false)?;
@@ -351,6 +351,33 @@ fn server_name_port(host: Option<&[u8]>, local: &Local, env: &Bound<'_, PyDict>)
         Local::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
         Local::Unix(p) => (p.clone(), String::new()),
     })
+}
+
+/// `wsgi.errors`: text goes to the error log (`--error-log`), as PEP 3333
+/// suggests and gunicorn does, so it survives `--daemon`.
+#[pyclass(module = "zibai", name = "ErrorStream")]
+pub struct ErrorStream;
+
+#[pymethods]
+impl ErrorStream {
+    fn write(&self, text: &str) -> usize {
+        crate::logging::error_raw(text.as_bytes());
+        text.chars().count()
+    }
+
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            let line = line?;
+            crate::logging::error_raw(line.cast::<PyString>()?.to_str()?.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn flush(&self) {}
+
+    fn writable(&self) -> bool {
+        true
+    }
 }
 
 /// `wsgi.file_wrapper`: iterates a file-like in blocks; when the server sees

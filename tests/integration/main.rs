@@ -17,3 +17,4 @@ mod operate;
 mod slow_clients;
 mod smuggling;
 mod startup;
+mod toolbox;
