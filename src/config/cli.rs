@@ -488,3 +488,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    /// The man page and completions (examples/gen-docs.rs, `make docs`)
+    /// come from the same definition as `--help`, every option included.
+    #[test]
+    fn man_page_and_completions_cover_every_option() {
+        let cmd = super::command();
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        let mut bash = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd.clone(), "zibai", &mut bash);
+        let bash = String::from_utf8(bash).unwrap();
+        let longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        assert!(longs.len() > 40, "{longs:?}");
+        for long in longs {
+            // roff escapes the dashes of option names.
+            assert!(
+                page.contains(&format!("\\-\\-{}", long.replace('-', "\\-"))),
+                "--{long} not in the man page"
+            );
+            assert!(
+                bash.contains(&format!("--{long}")),
+                "--{long} not in the bash completion"
+            );
+        }
+        assert!(page.contains("ZIBAI_MAX_WORKERS"));
+    }
+}
