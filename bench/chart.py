@@ -77,8 +77,9 @@ def main(src, dst):
         ax.grid(axis="y", which="both", alpha=0.3, zorder=0)
     handles = [Patch(facecolor=colors[s], edgecolor="black" if s == "zibai" else "none")
                for s in present]
-    fig.legend(handles, present, loc="lower center",
-               ncol=len(present), fontsize=9, frameon=False)
+    if present:  # every run starved or failed: nothing to label
+        fig.legend(handles, present, loc="lower center",
+                   ncol=len(present), fontsize=9, frameon=False)
     fig.suptitle("zibai and its peers: median requests/s per scenario "
                  "(starved or failed runs have no bar)", fontsize=11)
     fig.tight_layout(rect=(0, 0.05 if len(procs_list) == 1 else 0.03, 1, 1))

@@ -70,6 +70,8 @@ struct Conn {
     close_after_out: bool,
     /// `--proxy-protocol` and a trusted peer: a PROXY header comes first.
     proxy_pending: bool,
+    /// In the epoll set yet (a new connection is read once before it is).
+    registered: bool,
 }
 
 impl Shared {
@@ -101,7 +103,9 @@ impl Shared {
                 // wake another for them. Take them before going (they are
                 // served with `Connection: close`); later ones wake the
                 // workers still registered.
-                accept(self, i);
+                if let Some(conn) = accept(self, i) {
+                    arm(self, conn, EpollFlags::EPOLLIN);
+                }
             }
         }
     }
@@ -256,7 +260,7 @@ fn next_request(shared: &Shared, mut current: Option<Box<Conn>>, timeout: EpollT
         if token == 0 {
             continue;
         } else if token <= MAX_LISTENER_TOKEN {
-            accept(shared, token as usize - 1);
+            current = accept(shared, token as usize - 1);
         } else {
             // SAFETY: conn tokens are pointers from Box::into_raw in `arm` or
             // `accept`; the registration is one-shot, so this event hands the
@@ -304,8 +308,13 @@ fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&Framed>, 
     Some(conn)
 }
 
-fn accept(shared: &Shared, idx: usize) {
+/// Accepts what is queued on listener `idx` (up to a batch). Returns the
+/// last new connection unregistered, for the caller to read at once: a
+/// client usually sends its request with the connection, and reading it
+/// now saves it a trip to the back of the epoll queue.
+fn accept(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
     let listener = &shared.listeners[idx];
+    let mut newest: Option<Box<Conn>> = None;
     for _ in 0..ACCEPT_BATCH {
         let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -373,18 +382,13 @@ fn accept(shared: &Shared, idx: usize) {
             out_pos: 0,
             close_after_out: false,
             proxy_pending,
+            registered: false,
         });
-        let raw = conn.sock.fd.as_raw_fd();
-        let ptr = Box::into_raw(conn);
-        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, ptr as u64);
-        // SAFETY: `raw` stays open: the registry holds an Arc of the socket
-        // until the connection is closed, which only the epoll owner does.
-        if let Err(e) = shared.epoll.add(unsafe { BorrowedFd::borrow_raw(raw) }, ev) {
-            log::error!("cannot watch a new connection: {e}");
-            // SAFETY: registration failed, so no other thread can receive ptr.
-            close_conn(shared, unsafe { Box::from_raw(ptr) });
+        if let Some(older) = newest.replace(conn) {
+            arm(shared, older, EpollFlags::EPOLLIN);
         }
     }
+    newest
 }
 
 fn peer_of(ss: &libc::sockaddr_storage) -> Peer {
@@ -417,24 +421,33 @@ fn trusted(shared: &Shared, peer: &Peer) -> bool {
 }
 
 fn close_conn(shared: &Shared, conn: Box<Conn>) {
-    let _ = shared.epoll.delete(conn.sock.fd.as_fd());
+    if conn.registered {
+        let _ = shared.epoll.delete(conn.sock.fd.as_fd());
+    }
     shared.registry.remove(conn.slot);
     drop(conn);
 }
 
 /// Gives the connection back to epoll; after this the thread must not touch it.
-fn arm(shared: &Shared, conn: Box<Conn>, flags: EpollFlags) {
+fn arm(shared: &Shared, mut conn: Box<Conn>, flags: EpollFlags) {
     let raw = conn.sock.fd.as_raw_fd();
+    let first = !conn.registered;
+    conn.registered = true;
     let ptr = Box::into_raw(conn);
     let mut ev = EpollEvent::new(flags | EpollFlags::EPOLLONESHOT, ptr as u64);
-    // SAFETY: the fd is open (the registry holds its socket); once modify
+    // SAFETY: the fd is open (the registry holds its socket); once the call
     // succeeds another thread may own the Box, so only `raw` is used here.
-    if shared
-        .epoll
-        .modify(unsafe { BorrowedFd::borrow_raw(raw) }, &mut ev)
-        .is_err()
-    {
-        // SAFETY: the modify failed, so no event can carry ptr to anyone.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    let armed = if first {
+        shared.epoll.add(fd, ev)
+    } else {
+        shared.epoll.modify(fd, &mut ev)
+    };
+    if let Err(e) = armed {
+        if first {
+            log::error!("cannot watch a new connection: {e}");
+        }
+        // SAFETY: the call failed, so no event can carry ptr to anyone.
         close_conn(shared, unsafe { Box::from_raw(ptr) });
     }
 }
