@@ -1,7 +1,7 @@
 //! Response head encoding and the validation of what an application hands
 //! us (status line, header names and values). Never does I/O.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
@@ -130,9 +130,10 @@ impl HeadWriter<'_> {
     }
 
     pub fn content_length(&mut self, n: u64) {
-        let mut s = String::with_capacity(20);
-        let _ = write!(s, "{n}");
-        self.header(b"Content-Length", s.as_bytes());
+        self.buf.extend_from_slice(b"Content-Length: ");
+        // Straight into the head: every response has one, so no String.
+        let _ = write!(self.buf, "{n}");
+        self.buf.extend_from_slice(b"\r\n");
     }
 
     pub fn end(&mut self) {

@@ -40,7 +40,6 @@ pub struct BodyReader {
     /// The body could not be read: the request failed on the client's side.
     failure: Option<BodyError>,
     timeout: Duration,
-    max_body: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +91,6 @@ impl BodyReader {
             continue_pending: expect_continue && !done,
             failure: None,
             timeout,
-            max_body,
         }
     }
 
@@ -242,10 +240,6 @@ impl BodyReader {
             discarded += sink.len() as u64;
         }
         true
-    }
-
-    pub fn max_body(&self) -> u64 {
-        self.max_body
     }
 }
 

@@ -23,16 +23,9 @@ pub enum LoadError {
 
 /// Formats a Python exception as `Type: message`, plus its traceback.
 pub fn describe(py: Python<'_>, err: &PyErr) -> (String, String) {
-    let short = err
-        .value(py)
-        .repr()
-        .ok()
-        .map(|_| {
-            let ty = err.get_type(py).name().map(|n| n.to_string()).unwrap_or_default();
-            let msg = err.value(py).str().map(|s| s.to_string()).unwrap_or_default();
-            if msg.is_empty() { ty } else { format!("{ty}: {msg}") }
-        })
-        .unwrap_or_else(|| err.to_string());
+    let ty = err.get_type(py).name().map(|n| n.to_string()).unwrap_or_default();
+    let msg = err.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+    let short = if msg.is_empty() { ty } else { format!("{ty}: {msg}") };
     (short, traceback(py, err))
 }
 
