@@ -103,6 +103,22 @@ pub fn write_all(fd: BorrowedFd<'_>, mut slices: &mut [IoSlice<'_>], timeout: Du
     Ok(())
 }
 
+/// Writes what the socket takes now without waiting, advancing `slices`
+/// past it; `Ok(true)` when everything went. Cheap enough to call with the
+/// GIL held: a caller detaches only for what is left (a slow client).
+pub fn write_now(fd: BorrowedFd<'_>, slices: &mut &mut [IoSlice<'_>]) -> io::Result<bool> {
+    skip_empty(slices);
+    while !slices.is_empty() {
+        match writev(fd, slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(slices, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 /// Writes what the socket takes now; returns the unsent rest (copied) so
 /// the caller can park it on the connection instead of holding a thread.
 pub fn write_or_park(fd: BorrowedFd<'_>, mut slices: &mut [IoSlice<'_>]) -> io::Result<Option<Vec<u8>>> {

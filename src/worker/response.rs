@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
-use super::io::write_all;
+use super::io::{write_all, write_now};
 use super::registry::ConnSocket;
 use crate::proto::response::{self as wire, Framing, HeadWriter};
 
@@ -31,7 +31,9 @@ pub struct Response {
     setup: ResponseSetup,
     status: Option<String>,
     code: u16,
-    headers: Vec<(String, Vec<u8>)>,
+    /// The app's headers, already as `Name: value\r\n` lines (one buffer
+    /// rather than two allocations per header).
+    headers: Vec<u8>,
     content_length: Option<u64>,
     head_sent: bool,
     framing: Framing,
@@ -115,10 +117,19 @@ impl Response {
 
     /// The app's headers among `names` (lower-case), for the access log.
     pub fn headers_named(&self, names: &[String]) -> Vec<(String, String)> {
+        let lines: Vec<(&[u8], &[u8])> = self
+            .headers
+            .split(|&c| c == b'\n')
+            .filter_map(|line| {
+                let line = line.strip_suffix(b"\r")?;
+                let colon = line.iter().position(|&c| c == b':')?;
+                Some((&line[..colon], line[colon + 1..].trim_ascii_start()))
+            })
+            .collect();
         names
             .iter()
             .filter_map(|n| {
-                let (_, v) = self.headers.iter().find(|(h, _)| h.eq_ignore_ascii_case(n))?;
+                let (_, v) = lines.iter().find(|(h, _)| h.eq_ignore_ascii_case(n.as_bytes()))?;
                 Some((n.clone(), String::from_utf8_lossy(v).into_owned()))
             })
             .collect()
@@ -160,7 +171,7 @@ impl Response {
             .to_str()?
             .to_string();
         let code = wire::parse_status(&status).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let mut list = Vec::new();
+        let mut lines = Vec::with_capacity(128);
         let mut content_length = None;
         for item in headers.try_iter()? {
             let item = item?;
@@ -178,9 +189,9 @@ impl Response {
                     pair.repr().map(|r| r.to_string()).unwrap_or_default()
                 )));
             };
-            let name = name.to_str()?.to_string();
+            let name = name.to_str()?;
             let value = latin1_bytes(value)?;
-            wire::validate_header(&name, &value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            wire::validate_header(name, &value).map_err(|e| PyValueError::new_err(e.to_string()))?;
             if name.eq_ignore_ascii_case("content-length") {
                 let v = std::str::from_utf8(&value).unwrap_or("");
                 let n = wire::parse_content_length(v).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -190,7 +201,7 @@ impl Response {
                 // Written by `head`, which owns the framing headers.
                 content_length = Some(n);
                 continue;
-            } else if wire::is_hop_by_hop(&name) {
+            } else if wire::is_hop_by_hop(name) {
                 // The server owns the connection's framing. `Connection: close`
                 // is still honoured as the app's wish to end the connection.
                 if name.eq_ignore_ascii_case("connection")
@@ -203,11 +214,11 @@ impl Response {
                 log::debug!("dropping hop-by-hop response header {name}");
                 continue;
             }
-            list.push((name, value));
+            HeadWriter { buf: &mut lines }.header(name.as_bytes(), &value);
         }
         self.status = Some(status);
         self.code = code;
-        self.headers = list;
+        self.headers = lines;
         self.content_length = content_length;
         Ok(())
     }
@@ -222,9 +233,7 @@ impl Response {
         w.status_line(http11, status);
         w.header(b"Server", b"zibai");
         w.header(b"Date", &self.setup.date);
-        for (n, v) in &self.headers {
-            w.header(n.as_bytes(), v);
-        }
+        w.buf.extend_from_slice(&self.headers);
         self.framing = if self.no_body() {
             if let Some(n) = self.content_length {
                 w.content_length(n);
@@ -328,12 +337,29 @@ impl Response {
         let framed = self.frame(chunks, last);
         let sock = &*self.setup.sock;
         let timeout = self.setup.write_timeout;
-        let result = py.detach(|| write_all(sock.fd_borrow(), &mut framed.slices(), timeout));
+        let mut slices = framed.slices();
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        // What the socket takes at once goes out attached: releasing the GIL
+        // for a write that cannot block would hand it to another thread and
+        // queue this one behind it, per chunk. Only a slow client is waited
+        // for detached.
+        let result = match write_now(sock.fd_borrow(), &mut rest) {
+            Ok(true) => Ok(()),
+            Ok(false) => py.detach(|| write_all(sock.fd_borrow(), rest, timeout)),
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             self.broken = true;
             self.must_close = true;
         }
         result
+    }
+
+    /// Whether `len` more body bytes reach the Content-Length the app
+    /// declared: the body is then complete.
+    pub fn completes_length(&self, len: usize) -> bool {
+        self.content_length
+            .is_some_and(|cl| self.body_sent.saturating_add(len as u64) >= cl)
     }
 
     /// After sendfile wrote `n` body bytes by itself.
@@ -363,16 +389,17 @@ impl Response {
 }
 
 /// Latin-1 bytes of a str; anything outside it is the app's error.
-fn latin1_bytes(s: &Bound<'_, PyString>) -> PyResult<Vec<u8>> {
+fn latin1_bytes<'a>(s: &'a Bound<'_, PyString>) -> PyResult<std::borrow::Cow<'a, [u8]>> {
     let s = s.to_str()?;
     if s.is_ascii() {
-        return Ok(s.as_bytes().to_vec());
+        return Ok(s.as_bytes().into());
     }
     s.chars()
         .map(|c| {
             u8::try_from(u32::from(c)).map_err(|_| PyValueError::new_err(format!("header value {s:?} is not latin-1")))
         })
-        .collect()
+        .collect::<PyResult<Vec<u8>>>()
+        .map(Into::into)
 }
 
 /// The `start_response` callable handed to the app.
@@ -408,7 +435,7 @@ impl StartResponse {
             }
             me.resp.start(status, headers)?;
         }
-        Ok(slf.getattr("write")?.unbind())
+        Ok(slf.getattr(pyo3::intern!(slf.py(), "write"))?.unbind())
     }
 
     /// The legacy `write()` callable: sends at once, head first.

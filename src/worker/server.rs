@@ -121,7 +121,26 @@ struct Served {
     conn: Box<Conn>,
     last: Option<Framed>,
     close: bool,
+    /// How long serving it took, app included.
+    took: Duration,
 }
+
+impl Served {
+    /// Whether its last write may wait for the next request's: only a
+    /// quick response on a connection that stays open with nothing
+    /// pipelined behind it (which would be served next, on this thread).
+    fn deferrable(&self) -> bool {
+        !self.close && self.conn.buf.is_empty() && self.took < DEFER_IF_UNDER
+    }
+}
+
+/// Quick responses are written in batches of up to this many ...
+const WRITE_BATCH: usize = 16;
+/// ... held for at most this long ...
+const WRITE_BATCH_WINDOW: Duration = Duration::from_micros(500);
+/// ... and only while each request takes less than this to serve, so an
+/// app that waits (a database, a sleep) never holds a finished response.
+const DEFER_IF_UNDER: Duration = Duration::from_micros(200);
 
 /// How long a thread keeps the GIL for ready requests while another waits.
 const GIL_SLICE: Duration = Duration::from_millis(1);
@@ -140,14 +159,19 @@ const GIL_SLICE: Duration = Duration::from_millis(1);
 struct GilQueue {
     /// (next ticket, ticket whose turn it is)
     state: Mutex<(u64, u64)>,
-    turn: Condvar,
+    /// A waiter sleeps on the slot of its ticket, so a turn wakes the next
+    /// thread alone rather than every queued one (slots are shared only with
+    /// more than TURN_SLOTS waiters, who then re-check their ticket).
+    turn: [Condvar; TURN_SLOTS],
     /// The thread whose turn it is holds a request and waits for the GIL.
     ready: AtomicBool,
 }
 
+const TURN_SLOTS: usize = 64;
+
 static GIL_QUEUE: GilQueue = GilQueue {
     state: Mutex::new((0, 0)),
-    turn: Condvar::new(),
+    turn: [const { Condvar::new() }; TURN_SLOTS],
     ready: AtomicBool::new(false),
 };
 
@@ -162,8 +186,9 @@ impl GilQueue {
         let mut g = self.lock();
         let ticket = g.0;
         g.0 += 1;
+        let slot = &self.turn[ticket as usize % TURN_SLOTS];
         while g.1 != ticket {
-            g = self.turn.wait(g).unwrap_or_else(|p| p.into_inner());
+            g = slot.wait(g).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -172,10 +197,10 @@ impl GilQueue {
         self.ready.store(false, Ordering::Relaxed);
         let mut g = self.lock();
         g.1 += 1;
-        let waiting = g.0 > g.1;
+        let (waiting, next) = (g.0 > g.1, g.1);
         drop(g);
         if waiting {
-            self.turn.notify_all();
+            self.turn[next as usize % TURN_SLOTS].notify_all();
         }
     }
 }
@@ -194,13 +219,25 @@ impl GilQueue {
 pub fn thread_main(shared: &Shared) {
     Python::attach(|py| {
         let mut served: Option<Served> = None;
+        let mut batch: Vec<Served> = Vec::with_capacity(WRITE_BATCH);
+        let mut batch_since = Instant::now();
         let mut attached_since = Instant::now();
         loop {
             let mut carried = None;
             if let Some(s) = served.take() {
-                carried = finish_response(shared, s.conn, s.last.as_ref(), s.close);
-                // The response's bytes objects are released with the GIL held.
-                drop(s.last);
+                if s.deferrable() && batch.len() < WRITE_BATCH {
+                    if batch.is_empty() {
+                        batch_since = Instant::now();
+                    }
+                    batch.push(s);
+                } else {
+                    carried = finish_response(shared, s.conn, s.last.as_ref(), s.close);
+                    // The response's bytes objects are released with the GIL held.
+                    drop(s.last);
+                }
+            }
+            if batch.len() == WRITE_BATCH || (!batch.is_empty() && batch_since.elapsed() >= WRITE_BATCH_WINDOW) {
+                flush_batch(shared, &mut batch);
             }
             // A thread holding a request and waiting for the GIL gets it
             // once this one has had it for a slice, rather than after the
@@ -210,6 +247,9 @@ pub fn thread_main(shared: &Shared) {
                 conn = next_request(shared, carried.take(), EpollTimeout::ZERO);
             }
             if conn.is_none() {
+                // Nothing more to serve now: what is finished goes out
+                // before this thread waits.
+                flush_batch(shared, &mut batch);
                 conn = py.detach(|| {
                     GIL_QUEUE.wait_turn();
                     let found = next_request(shared, carried, EpollTimeout::NONE);
@@ -233,6 +273,27 @@ pub fn thread_main(shared: &Shared) {
             };
         }
     })
+}
+
+/// Writes a batch of finished responses, each on a connection that goes
+/// back to epoll afterwards. Writing them back to back, rather than one per
+/// request with the next app call in between, lets a client (or proxy)
+/// woken by the first find the next ones already there. Written one at a
+/// time, wrk slept after nearly every response, and waking it cost 18% of
+/// the server's time inside writev (perf, Flask hello, one app thread, this
+/// 2-core machine); batched, the same run went from 12.1k to 18.2k req/s.
+fn flush_batch(shared: &Shared, batch: &mut Vec<Served>) {
+    for s in batch.drain(..) {
+        let carried = finish_response(shared, s.conn, s.last.as_ref(), s.close);
+        debug_assert!(
+            carried.is_none(),
+            "a deferred response had a pipelined request behind it"
+        );
+        if let Some(conn) = carried {
+            arm(shared, conn, EpollFlags::EPOLLIN);
+        }
+        drop(s.last);
+    }
 }
 
 /// Drives `current` and then whatever epoll reports, until a connection
@@ -657,12 +718,15 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
             forwarded,
         };
         let http11 = req.version == Version::Http11;
-        let request_line = format!(
-            "{} {} {}",
-            req.method,
-            req.target,
-            if http11 { "HTTP/1.1" } else { "HTTP/1.0" }
-        );
+        // Not format!(): this runs for every request, and the formatting
+        // machinery costs ten times these copies.
+        let protocol = if http11 { "HTTP/1.1" } else { "HTTP/1.0" };
+        let mut request_line = String::with_capacity(req.method.len() + req.target.len() + 2 + protocol.len());
+        request_line.push_str(req.method);
+        request_line.push(' ');
+        request_line.push_str(req.target);
+        request_line.push(' ');
+        request_line.push_str(protocol);
         let environ = shared.statics.environ(
             py,
             &req,
@@ -807,6 +871,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         conn,
         last: outcome.last,
         close,
+        took: started.elapsed(),
     })
 }
 

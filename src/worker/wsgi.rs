@@ -24,6 +24,8 @@ pub struct Statics {
     keys: Keys,
     common_headers: Vec<(&'static str, Py<PyString>)>,
     file_wrapper: Py<PyType>,
+    /// The default port for a Host header without one, from --url-scheme.
+    default_port: &'static str,
 }
 
 struct Keys {
@@ -85,16 +87,14 @@ fn environ_key(header: &str) -> String {
 }
 
 /// A latin-1 `str` from raw bytes, as PEP 3333 wants for everything taken
-/// from the request.
+/// from the request. CPython decodes latin-1 in one pass and makes a compact
+/// ASCII string when every byte is below 128 (the usual case), so there is no
+/// need to check for ASCII first.
 pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
-    if let Ok(s) = std::str::from_utf8(b)
-        && s.is_ascii()
-    {
-        return PyString::new(py, s);
-    }
     // SAFETY: PyUnicode_DecodeLatin1 reads exactly `len` bytes from a valid
     // slice and returns a new reference or NULL with an exception set; latin-1
-    // decoding cannot fail except on memory exhaustion, which panics below.
+    // decoding cannot fail except on memory exhaustion, which panics in
+    // from_owned_ptr.
     unsafe {
         let ptr = ffi::PyUnicode_DecodeLatin1(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t, std::ptr::null());
         Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
@@ -172,6 +172,24 @@ impl Statics {
         template.set_item("wsgi.file_wrapper", &file_wrapper)?;
         template.set_item("SCRIPT_NAME", config.url_prefix.as_deref().unwrap_or(""))?;
         template.set_item("SERVER_SOFTWARE", concat!("zibai/", env!("CARGO_PKG_VERSION")))?;
+        // Every request sets these; having them in the template already makes
+        // each set a replacement, and sizes the copied table for the headers
+        // to come, so filling an environ never grows its dict.
+        for key in [
+            "REQUEST_METHOD",
+            "REQUEST_URI",
+            "RAW_URI",
+            "PATH_INFO",
+            "QUERY_STRING",
+            "SERVER_PROTOCOL",
+            "REMOTE_ADDR",
+            "REMOTE_PORT",
+            "SERVER_NAME",
+            "SERVER_PORT",
+            "wsgi.input",
+        ] {
+            template.set_item(i(key), "")?;
+        }
         Ok(Statics {
             template: template.unbind(),
             keys: Keys {
@@ -194,6 +212,7 @@ impl Statics {
             },
             common_headers: COMMON_HEADERS.iter().map(|h| (*h, i(&environ_key(h)))).collect(),
             file_wrapper: file_wrapper.unbind(),
+            default_port: if config.url_scheme == "https" { "443" } else { "80" },
         })
     }
 
@@ -276,12 +295,12 @@ impl Statics {
         )?;
         match info.forwarded.client {
             Some(ip) => env.set_item(k.remote_addr.bind(py), ip.to_canonical().to_string())?,
-            None => env.set_item(k.remote_addr.bind(py), info.peer.addr.as_str())?,
+            None => env.set_item(k.remote_addr.bind(py), latin1(py, info.peer.addr.as_bytes()))?,
         }
         if let Some(scheme) = info.forwarded.scheme {
             env.set_item(pyo3::intern!(py, "wsgi.url_scheme"), scheme)?;
         }
-        env.set_item(k.remote_port.bind(py), info.peer.port.as_str())?;
+        env.set_item(k.remote_port.bind(py), latin1(py, info.peer.port.as_bytes()))?;
         let mut host: Option<&[u8]> = None;
         let headers = req.headers;
         for (i, h) in headers.iter().enumerate() {
@@ -314,7 +333,12 @@ impl Statics {
                 env.set_item(self.header_key(py, name), value)?;
             }
         }
-        let (server_name, server_port) = server_name_port(host, info.local, &env)?;
+        let default_port = match info.forwarded.scheme {
+            Some("https") => "443",
+            Some(_) => "80",
+            None => self.default_port,
+        };
+        let (server_name, server_port) = server_name_port(py, host, info.local, default_port);
         env.set_item(k.server_name.bind(py), server_name)?;
         env.set_item(k.server_port.bind(py), server_port)?;
         env.set_item(k.wsgi_input.bind(py), input)?;
@@ -323,34 +347,38 @@ impl Statics {
 }
 
 /// SERVER_NAME and SERVER_PORT from the Host header (as gunicorn does),
-/// else from the listening socket.
-fn server_name_port(host: Option<&[u8]>, local: &Local, env: &Bound<'_, PyDict>) -> PyResult<(String, String)> {
-    if let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()).filter(|h| !h.is_empty()) {
-        let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-            match rest.split_once(']') {
-                Some((v6, p)) => (format!("[{v6}]"), p.strip_prefix(':').unwrap_or("")),
-                None => (host.to_string(), ""),
+/// else from the listening socket. `default_port` is the scheme's.
+fn server_name_port<'py>(
+    py: Python<'py>,
+    host: Option<&[u8]>,
+    local: &Local,
+    default_port: &str,
+) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        let (name, port): (&[u8], &[u8]) = if host.first() == Some(&b'[') {
+            match host.iter().position(|&c| c == b']') {
+                Some(end) => {
+                    let rest = &host[end + 1..];
+                    (&host[..=end], rest.strip_prefix(b":").unwrap_or(rest))
+                }
+                None => (host, b""),
             }
         } else {
-            match host.rsplit_once(':') {
-                Some((n, p)) => (n.to_string(), p),
-                None => (host.to_string(), ""),
+            match host.iter().rposition(|&c| c == b':') {
+                Some(colon) => (&host[..colon], &host[colon + 1..]),
+                None => (host, b""),
             }
         };
-        let port = if port.is_empty() {
-            let https = env
-                .get_item("wsgi.url_scheme")?
-                .is_some_and(|s| s.extract::<String>().is_ok_and(|s| s == "https"));
-            if https { "443".to_string() } else { "80".to_string() }
-        } else {
-            port.to_string()
-        };
-        return Ok((name, port));
+        let port = if port.is_empty() { default_port.as_bytes() } else { port };
+        return (latin1(py, name), latin1(py, port));
     }
-    Ok(match local {
-        Local::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
-        Local::Unix(p) => (p.clone(), String::new()),
-    })
+    match local {
+        Local::Tcp(a) => (
+            PyString::new(py, &a.ip().to_string()),
+            PyString::new(py, &a.port().to_string()),
+        ),
+        Local::Unix(p) => (PyString::new(py, p), PyString::new(py, "")),
+    }
 }
 
 /// `wsgi.errors`: text goes to the error log (`--error-log`), as PEP 3333
@@ -469,7 +497,11 @@ impl Statics {
         let outcome = match &result {
             Ok(iterable) => {
                 let r = self.write_body(py, iterable, sr);
-                if let Ok(close) = iterable.getattr(pyo3::intern!(py, "close"))
+                // A list or tuple has no close(); asking would raise and
+                // catch an AttributeError per request.
+                let plain = iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
+                if !plain
+                    && let Ok(close) = iterable.getattr(pyo3::intern!(py, "close"))
                     && let Err(e) = close.call0()
                 {
                     log::error!(
@@ -589,6 +621,12 @@ impl Statics {
                 return r;
             }
         }
+        // A chunk that completes the declared Content-Length is held back:
+        // the body is whole, so it goes out with the response's last write
+        // (with the head, for a body of one chunk, as most frameworks send),
+        // after the GIL is released. Any other chunk is sent as it comes, so
+        // a stream is never held up.
+        let mut held: Option<PyBackedBytes> = None;
         for item in iterable.try_iter()? {
             let chunk = chunk_of(&item?)?;
             if chunk.is_empty() {
@@ -598,7 +636,14 @@ impl Statics {
             if !me.resp.started() {
                 return Err(not_started().into());
             }
-            if me.resp.send(py, vec![chunk], false).is_err() {
+            if let Some(prev) = held.take()
+                && me.resp.send(py, vec![prev], false).is_err()
+            {
+                return Err(Failure::Client);
+            }
+            if me.resp.completes_length(chunk.len()) {
+                held = Some(chunk);
+            } else if me.resp.send(py, vec![chunk], false).is_err() {
                 return Err(Failure::Client);
             }
         }
@@ -609,7 +654,7 @@ impl Statics {
         if me.resp.broken {
             return Err(Failure::Client);
         }
-        Ok(Some(me.resp.frame(Vec::new(), true)))
+        Ok(Some(me.resp.frame(held.into_iter().collect(), true)))
     }
 
     /// sendfile(2) for a wrapper around a regular file; `None` means "not a

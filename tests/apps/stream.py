@@ -11,9 +11,29 @@
     /forever?id=X   streams 64 KiB chunks forever; close() records X
     /raise-mid?id=X yields one chunk, then raises; close() records X
     /closed?id=X    "yes" once close() was called for X, else "no"
+    /gen-cl?n=N     a generator of N chunks `chunk-i;` with their Content-Length
+    /long-gen       a generator sending 10 bytes under Content-Length: 5
+    /gated?id=X     a generator: `first;`, then waits (up to 10 s) for
+                    /release?id=X, then `second;` (&cl=1: with a Content-Length)
+    /release?id=X   lets /gated?id=X go on
 """
 
+import threading
 from urllib.parse import parse_qs
+
+GATES = {}
+GATES_LOCK = threading.Lock()
+
+
+def gate(ident):
+    with GATES_LOCK:
+        return GATES.setdefault(ident, threading.Event())
+
+
+def gated(ident):
+    yield b"first;"
+    gate(ident).wait(10)
+    yield b"second;"
 
 CLOSED = set()
 CHUNK = b"z" * 65536
@@ -90,6 +110,22 @@ def app(environ, start_response):
     if path == "/raise-mid":
         start_response("200 OK", text)
         return Tracked(ident, [b"first;", b"second;"], raise_after=1)
+    if path == "/gen-cl":
+        n = int(qs.get("n", ["3"])[0])
+        chunks = [("chunk-%d;" % i).encode() for i in range(n)]
+        start_response("200 OK", text + [("Content-Length", str(sum(map(len, chunks))))])
+        return iter(chunks)
+    if path == "/long-gen":
+        start_response("200 OK", text + [("Content-Length", "5")])
+        return iter([b"12345", b"67890"])
+    if path == "/gated":
+        cl = [("Content-Length", "13")] if "cl" in qs else []
+        start_response("200 OK", text + cl)
+        return gated(ident)
+    if path == "/release":
+        gate(ident).set()
+        start_response("200 OK", text)
+        return [b"released"]
     if path == "/closed":
         body = b"yes" if ident in CLOSED else b"no"
         start_response("200 OK", text)

@@ -138,6 +138,65 @@ fn generator_body_is_chunked_on_http11() {
 }
 
 #[test]
+fn generator_body_with_its_content_length() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    for n in [1, 3] {
+        let r = c.get(&format!("/gen-cl?n={n}"));
+        assert!(!r.is_chunked(), "{r:?}");
+        let want: String = (0..n).map(|i| format!("chunk-{i};")).collect();
+        assert_eq!(r.header("content-length"), Some(want.len().to_string().as_str()));
+        assert_eq!(r.text(), want);
+    }
+    // Every byte was accounted for: the connection is reusable.
+    assert_eq!(c.get("/fixed").text(), "fixed");
+}
+
+#[test]
+fn generator_body_over_its_content_length_is_truncated_and_closes() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /long-gen HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"12345"[..]));
+    assert!(c.read_to_end(CLOSE_WAIT).closed(), "the connection stayed open");
+    s.expect_log("more than its Content-Length of 5", Duration::from_secs(2));
+}
+
+/// A chunk goes out while the generator waits for its next one, with or
+/// without a Content-Length: only the chunk that completes a declared
+/// length may wait for the end of the body.
+#[test]
+fn a_stream_is_not_held_while_the_app_waits() {
+    let s = Server::start("stream:app", &[]);
+    for cl in ["", "&cl=1"] {
+        let id = format!("gate-{}", crate::util::unique());
+        let mut c = s.connect();
+        c.send(format!("GET /gated?id={id}{cl} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !got.windows(6).any(|w| w == b"first;") {
+            assert!(
+                Instant::now() < deadline,
+                "first chunk held back ({cl:?}): {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            match c.read_to_end(Duration::from_millis(100)) {
+                Ending::Open(b) => got.extend_from_slice(&b),
+                other => panic!("the stream ended: {other:?}"),
+            }
+        }
+        assert!(!got.windows(7).any(|w| w == b"second;"));
+        assert_eq!(s.get(&format!("/release?id={id}")).text(), "released");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !got.windows(7).any(|w| w == b"second;") {
+            assert!(Instant::now() < deadline, "second chunk never came ({cl:?})");
+            got.extend_from_slice(c.read_to_end(Duration::from_millis(100)).bytes());
+        }
+    }
+}
+
+#[test]
 fn empty_generator_body_is_a_valid_chunked_body() {
     let s = Server::start("stream:app", &[]);
     let mut c = s.connect();
