@@ -64,6 +64,9 @@ struct Conn {
     buf: Vec<u8>,
     /// `buf` holds the start of a head (or a small body) that needs more bytes.
     incomplete: bool,
+    /// How many bytes `buf` must hold for the request to be complete, when
+    /// known (a head with a small body): the next read asks for all of it.
+    want: usize,
     /// A response tail waiting for the socket to drain.
     out: Vec<u8>,
     out_pos: usize,
@@ -439,6 +442,7 @@ fn accept(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
             peer,
             buf: Vec::new(),
             incomplete: false,
+            want: 0,
             out: Vec::new(),
             out_pos: 0,
             close_after_out: false,
@@ -524,8 +528,9 @@ fn wait_writable(shared: &Shared, conn: Box<Conn>) {
 enum Need {
     Nothing,
     Head,
-    /// A small body, read before the app is called.
-    Body,
+    /// A small body, read before the app is called: the request's length
+    /// in all.
+    Body(usize),
 }
 
 /// Parses the head at the start of `buf` with header storage on the stack
@@ -577,7 +582,8 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
         }
         if conn.buf.is_empty() || conn.incomplete {
             let was_empty = conn.buf.is_empty();
-            match read_some(conn.sock.fd_borrow(), &mut conn.buf, READ_CHUNK) {
+            let chunk = READ_CHUNK.max(conn.want.saturating_sub(conn.buf.len()));
+            match read_some(conn.sock.fd_borrow(), &mut conn.buf, chunk) {
                 Ok(0) => {
                     close_conn(shared, conn);
                     return None;
@@ -638,7 +644,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 BodyKind::Length(n)
                     if n <= PREREAD_BODY && !req.expect_continue && ((buffered - req.head_len) as u64) < n =>
                 {
-                    Need::Body
+                    Need::Body(req.head_len + n as usize)
                 }
                 _ => Need::Nothing,
             }),
@@ -646,9 +652,13 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
             Err(e) => Err((e.status(), e.reason(), e.to_string())),
         });
         match verdict {
-            Ok(Need::Nothing) => return Some(conn),
+            Ok(Need::Nothing) => {
+                conn.want = 0;
+                return Some(conn);
+            }
             Ok(Need::Head) => conn.incomplete = true,
-            Ok(Need::Body) => {
+            Ok(Need::Body(total)) => {
+                conn.want = total;
                 // Past the head, the client gets the body's patience: the
                 // read timeout, counted from its last progress.
                 conn.incomplete = true;

@@ -190,6 +190,21 @@ impl Statics {
         ] {
             template.set_item(i(key), "")?;
         }
+        // Room for the request's headers: a dict copy keeps the source's
+        // table (its fast path), and the template's 21 keys fill a table of
+        // 32 exactly, so every environ grew and rehashed at its first header
+        // (callgrind: a dictresize per request). A few keys added and deleted
+        // here grow the table to 64 once. Not more: the fast copy needs at
+        // most a third of the entries deleted.
+        let spare = PyDict::new(py);
+        for n in 0..4 {
+            let k = format!("zibai.spare.{n}");
+            template.set_item(&k, 0)?;
+            spare.set_item(&k, 0)?;
+        }
+        for k in spare.keys() {
+            template.del_item(k)?;
+        }
         Ok(Statics {
             template: template.unbind(),
             keys: Keys {

@@ -244,3 +244,29 @@ fn no_access_log_writes_no_access_lines() {
     s.expect_log("second-request-marker", Duration::from_secs(5));
     assert!(!s.stderr().contains("/first-request"), "{}", s.stderr());
 }
+
+/// The environ template carries a placeholder for every key a request sets,
+/// and briefly held spare keys to size its table: none of that may reach
+/// the app.
+#[test]
+fn environ_holds_no_placeholder_or_spare_key() {
+    let s = Server::start("echo_app:app", &[]);
+    let kv = echo(&s, b"GET /p HTTP/1.1\r\nHost: h:9\r\nConnection: close\r\n\r\n");
+    let stray: Vec<_> = kv.0.iter().filter(|(k, _)| k.starts_with("zibai")).collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    for key in [
+        "REQUEST_METHOD",
+        "REQUEST_URI",
+        "RAW_URI",
+        "PATH_INFO",
+        "SERVER_PROTOCOL",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "SERVER_NAME",
+        "SERVER_PORT",
+    ] {
+        assert!(!kv.at(key).is_empty(), "{key} left as its placeholder");
+    }
+    assert_eq!(kv.at("QUERY_STRING"), "");
+    assert_eq!(kv.at("PATH_INFO"), "/p");
+}
