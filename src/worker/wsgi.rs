@@ -172,9 +172,8 @@ impl Statics {
         template.set_item("wsgi.file_wrapper", &file_wrapper)?;
         template.set_item("SCRIPT_NAME", config.url_prefix.as_deref().unwrap_or(""))?;
         template.set_item("SERVER_SOFTWARE", concat!("zibai/", env!("CARGO_PKG_VERSION")))?;
-        // Every request sets these; having them in the template already makes
-        // each set a replacement, and sizes the copied table for the headers
-        // to come, so filling an environ never grows its dict.
+        // Every request sets these: with a placeholder in the template, each
+        // set replaces a value instead of inserting a key.
         for key in [
             "REQUEST_METHOD",
             "REQUEST_URI",
