@@ -130,6 +130,7 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
         app,
         statics,
         access_log,
+        activity: server::Activity::new(threads),
     });
     python::run_hook(&before_serve, "before_serve");
     shared
@@ -142,7 +143,7 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
             // Python code runs on these threads: give them the stack size
             // of a main thread, not Rust's 2 MiB default.
             .stack_size(8 << 20)
-            .spawn(move || server::thread_main(&s))
+            .spawn(move || server::thread_main(&s, i))
             .map_err(|e| WorkerError::setup("threads", e))?;
     }
     let (control, announcer) = match role {

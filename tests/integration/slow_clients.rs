@@ -215,3 +215,31 @@ fn small_window_connect(addr: std::net::SocketAddr, rcvbuf: libc::c_int) -> std:
         stream
     }
 }
+
+/// Threads waiting inside the app (here in time.sleep, without the GIL)
+/// must not stop a free thread from taking a new request: the thread that
+/// waits for requests defers only to a thread that is getting through
+/// requests, not to one that is stuck in a long one.
+#[test]
+fn requests_are_served_while_other_threads_wait_in_the_app() {
+    let s = Server::start("slow:app", &["-w", "3"]);
+    let mut sleepers: Vec<Client> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            let mut c = s.connect();
+            c.send(format!("GET /sleep?s=6&id={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            c
+        })
+        .collect();
+    s.expect_log("slow-start a", Duration::from_secs(5));
+    s.expect_log("slow-start b", Duration::from_secs(5));
+    for _ in 0..3 {
+        let mut c = s.connect();
+        c.set_read_timeout(Duration::from_secs(10));
+        assert_eq!(c.get("/").text(), "fast");
+    }
+    // All three came back while both sleepers were still in the app.
+    for c in &mut sleepers {
+        assert_eq!(c.read_to_end(Duration::from_millis(1)), Ending::Open(Vec::new()));
+    }
+}
