@@ -122,23 +122,15 @@ pub fn write_now(fd: BorrowedFd<'_>, slices: &mut &mut [IoSlice<'_>]) -> io::Res
 /// Writes what the socket takes now; returns the unsent rest (copied) so
 /// the caller can park it on the connection instead of holding a thread.
 pub fn write_or_park(fd: BorrowedFd<'_>, mut slices: &mut [IoSlice<'_>]) -> io::Result<Option<Vec<u8>>> {
-    skip_empty(&mut slices);
-    while !slices.is_empty() {
-        match writev(fd, slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let rest: usize = slices.iter().map(|s| s.len()).sum();
-                let mut tail = Vec::with_capacity(rest);
-                for s in slices.iter() {
-                    tail.extend_from_slice(s);
-                }
-                return Ok(Some(tail));
-            }
-            Err(e) => return Err(e),
-        }
+    if write_now(fd, &mut slices)? {
+        return Ok(None);
     }
-    Ok(None)
+    let rest: usize = slices.iter().map(|s| s.len()).sum();
+    let mut tail = Vec::with_capacity(rest);
+    for s in slices.iter() {
+        tail.extend_from_slice(s);
+    }
+    Ok(Some(tail))
 }
 
 /// Sends what the socket takes now from `out[*pos..]`; `Ok(true)` when all is sent.

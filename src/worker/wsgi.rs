@@ -195,13 +195,11 @@ impl Statics {
         // (callgrind: a dictresize per request). A few keys added and deleted
         // here grow the table to 64 once. Not more: the fast copy needs at
         // most a third of the entries deleted.
-        let spare = PyDict::new(py);
-        for n in 0..4 {
-            let k = format!("zibai.spare.{n}");
-            template.set_item(&k, 0)?;
-            spare.set_item(&k, 0)?;
+        let spare: Vec<String> = (0..4).map(|n| format!("zibai.spare.{n}")).collect();
+        for k in &spare {
+            template.set_item(k, 0)?;
         }
-        for k in spare.keys() {
+        for k in &spare {
             template.del_item(k)?;
         }
         Ok(Statics {
