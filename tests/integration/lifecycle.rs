@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::{Client, Server, describe_status};
 
-fn hooks_args() -> [&'static str; 6] {
+pub fn hooks_args() -> [&'static str; 6] {
     [
         "--before-serve",
         "hooks:before_serve",

@@ -604,17 +604,9 @@ fn repeated_early_deaths_back_off() {
 
 #[test]
 fn hooks_run_in_every_worker() {
-    let hooks = [
-        "-p",
-        "2",
-        "--before-serve",
-        "hooks:before_serve",
-        "--before-graceful-exit",
-        "hooks:before_graceful_exit",
-        "--before-died",
-        "hooks:before_died",
-    ];
-    let mut s = start(&hooks);
+    let mut args = vec!["-p", "2"];
+    args.extend(crate::lifecycle::hooks_args());
+    let mut s = start(&args);
     s.wait_workers(2, BOOT);
     s.signal(libc::SIGTERM);
     let st = s.wait_exit(Duration::from_secs(10));

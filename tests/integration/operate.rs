@@ -589,6 +589,16 @@ fn lines(m: &str) -> Vec<&str> {
     m.lines().collect()
 }
 
+/// TERM: STOPPING is announced, the server exits 0, and nothing follows.
+fn term_announces_stopping_then_exits(s: &mut Server, n: &mut Notify) {
+    s.signal(libc::SIGTERM);
+    let stopping = n.next_state("STOPPING", STOP);
+    assert_eq!(lines(&stopping), ["STOPPING=1", "STATUS=stopping"]);
+    let st = s.wait_exit(STOP);
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+    assert_eq!(n.rest(), Vec::<String>::new(), "messages after STOPPING");
+}
+
 #[test]
 fn notify_master_ready_reloading_ready_stopping() {
     let mut n = Notify::new();
@@ -628,12 +638,7 @@ fn notify_master_ready_reloading_ready_stopping() {
     let pid = pid_in(&s.get("/").text());
     assert!(new.contains(&pid), "answered by {pid}, not by a new worker {new:?}");
 
-    s.signal(libc::SIGTERM);
-    let stopping = n.next_state("STOPPING", STOP);
-    assert_eq!(lines(&stopping), ["STOPPING=1", "STATUS=stopping"]);
-    let st = s.wait_exit(STOP);
-    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
-    assert_eq!(n.rest(), Vec::<String>::new(), "messages after STOPPING");
+    term_announces_stopping_then_exits(&mut s, &mut n);
 }
 
 #[test]
@@ -646,12 +651,7 @@ fn notify_single_process_ready_then_stopping() {
     let ready = n.next_state("READY", BOOT);
     assert_eq!(lines(&ready), ["READY=1", "STATUS=serving with 3 threads"]);
     assert_eq!(s.get("/").status, 200);
-    s.signal(libc::SIGTERM);
-    let stopping = n.next_state("STOPPING", STOP);
-    assert_eq!(lines(&stopping), ["STOPPING=1", "STATUS=stopping"]);
-    let st = s.wait_exit(STOP);
-    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
-    assert_eq!(n.rest(), Vec::<String>::new(), "messages after STOPPING");
+    term_announces_stopping_then_exits(&mut s, &mut n);
 }
 
 #[test]
