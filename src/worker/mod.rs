@@ -3,6 +3,7 @@
 //! for single-process mode.
 
 pub mod control;
+mod flusher;
 mod input;
 mod io;
 pub mod privileges;

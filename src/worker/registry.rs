@@ -70,7 +70,7 @@ impl ConnSocket {
         if rc == 0 { n.max(0) as usize } else { 0 }
     }
 
-    fn shutdown(&self) {
+    pub fn shutdown(&self) {
         // SAFETY: the fd is owned by self and open for as long as self lives.
         unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
     }

@@ -1,8 +1,11 @@
 //! `start_response`, `write()` and the framing of what the app returns.
 //!
 //! The head goes out with the first non-empty body chunk (PEP 3333), in the
-//! same `writev` as that chunk. Body bytes are written straight from the
-//! Python `bytes` objects, with the GIL released.
+//! same `writev` as that chunk. A body the app returns whole (a list) is
+//! written straight from the Python `bytes` objects after the app returns;
+//! the blocks of a streamed body (a generator, `write()`) go to the worker's
+//! flusher thread (see `flusher`), except large ones, which the app thread
+//! writes itself.
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
+use super::flusher::Stream;
 use super::io::{write_all, write_now};
 use super::registry::ConnSocket;
 use crate::proto::response::{self as wire, Framing, HeadWriter};
@@ -43,6 +47,23 @@ pub struct Response {
     pub must_close: bool,
     /// A write failed: the client is gone, stop producing.
     pub broken: bool,
+    /// The streamed part of the body, while the flusher may be writing it.
+    stream: Option<StreamEnd>,
+}
+
+/// Streamed blocks at least this large are written by the app thread
+/// itself (after what is queued): copying them for the flusher would cost
+/// about what the write does.
+const DIRECT_WRITE: usize = 64 * 1024;
+
+/// A response's [`Stream`], abandoned (the flusher stops writing it) when
+/// dropped before it is finished: the response was cut short.
+struct StreamEnd(Arc<Stream>);
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
 }
 
 /// Bytes ready for the wire: a head and/or body chunks with their framing,
@@ -55,6 +76,8 @@ pub struct Framed {
     /// Chunked framing: one size line per non-empty chunk.
     size_lines: Vec<([u8; 18], usize)>,
     terminator: bool,
+    /// The streamed part of the body, whose unsent bytes go first.
+    stream: Option<StreamEnd>,
 }
 
 impl Framed {
@@ -66,7 +89,28 @@ impl Framed {
             body_limit: 0,
             size_lines: Vec::new(),
             terminator: false,
+            stream: None,
         }
+    }
+
+    /// Whether a streamed part of the body is still on its way.
+    pub fn streams(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Ends the streamed part of the body, if any: waits for a write under
+    /// way (one non-blocking call) and puts what is unsent first. Call it
+    /// before [`Framed::slices`]; an error means the client is gone.
+    pub fn settle(&mut self) -> io::Result<()> {
+        let Some(end) = self.stream.take() else {
+            return Ok(());
+        };
+        let mut unsent = end.0.finish()?;
+        if !unsent.is_empty() {
+            unsent.extend_from_slice(&self.head);
+            self.head = unsent;
+        }
+        Ok(())
     }
 
     pub fn slices(&self) -> Vec<IoSlice<'_>> {
@@ -112,6 +156,7 @@ impl Response {
             body_sent: 0,
             must_close,
             broken: false,
+            stream: None,
         }
     }
 
@@ -288,6 +333,7 @@ impl Response {
             body_limit: 0,
             size_lines: Vec::new(),
             terminator: false,
+            stream: if last { self.stream.take() } else { None },
         };
         match self.framing {
             Framing::NoBody => {}
@@ -328,26 +374,78 @@ impl Response {
         framed
     }
 
-    /// Frames and writes `chunks` now, waiting for a slow client up to the
-    /// write timeout (streaming bodies and `write()`).
-    pub fn send(&mut self, py: Python<'_>, chunks: Vec<PyBackedBytes>, last: bool) -> io::Result<()> {
+    /// Frames a block of a streamed body (a generator's item, `write()`)
+    /// and sends it on its way: queued for the flusher, or, when large,
+    /// written now after what is queued. A client slower than the app is
+    /// waited for, detached, up to the write timeout.
+    pub fn send(&mut self, py: Python<'_>, chunks: Vec<PyBackedBytes>) -> io::Result<()> {
         if self.broken {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let framed = self.frame(chunks, last);
+        let framed = self.frame(chunks, false);
+        let slices = framed.slices();
+        let size: usize = slices.iter().map(|s| s.len()).sum();
+        if self.stream.is_none() && size < DIRECT_WRITE {
+            self.stream = Stream::new(self.setup.sock.clone(), self.setup.write_timeout).map(StreamEnd);
+        }
+        let result = match &self.stream {
+            Some(end) if size < DIRECT_WRITE => match end.0.push(&slices) {
+                Ok(false) => Ok(()),
+                Ok(true) => {
+                    drop(slices);
+                    self.drain(py)
+                }
+                Err(e) => Err(e),
+            },
+            _ => self.write_through(py, slices),
+        };
+        if result.is_err() {
+            self.broken = true;
+            self.must_close = true;
+        }
+        result
+    }
+
+    /// Writes `slices` now, after what the stream still holds.
+    fn write_through(&self, py: Python<'_>, body: Vec<IoSlice<'_>>) -> io::Result<()> {
+        let queued = match &self.stream {
+            Some(end) => end.0.take()?,
+            None => Vec::new(),
+        };
+        let mut slices = Vec::with_capacity(1 + body.len());
+        slices.push(IoSlice::new(&queued));
+        slices.extend(body.iter().map(|s| IoSlice::new(s)));
         let sock = &*self.setup.sock;
         let timeout = self.setup.write_timeout;
-        let mut slices = framed.slices();
         let mut rest: &mut [IoSlice<'_>] = &mut slices;
         // What the socket takes at once goes out attached: releasing the GIL
         // for a write that cannot block would hand it to another thread and
-        // queue this one behind it, per chunk. Only a slow client is waited
-        // for detached.
+        // queue this one behind it. Only a slow client is waited for
+        // detached.
         let result = match write_now(sock.fd_borrow(), &mut rest) {
             Ok(true) => Ok(()),
             Ok(false) => py.detach(|| write_all(sock.fd_borrow(), rest, timeout)),
             Err(e) => Err(e),
         };
+        if let Some(end) = &self.stream {
+            end.0.release(result.as_ref().err().map(|e| e.kind()));
+        }
+        result
+    }
+
+    /// Stops the flusher writing this response (nothing more of it goes out).
+    pub fn end_stream(&mut self) {
+        self.stream = None;
+    }
+
+    /// Writes everything the stream holds now, waiting (detached) for a
+    /// slow client: for a body that goes on by other means (sendfile), or
+    /// when the app has outpaced the client by [`super::flusher::HIGH_WATER`].
+    pub fn drain(&mut self, py: Python<'_>) -> io::Result<()> {
+        if self.stream.is_none() {
+            return Ok(());
+        }
+        let result = self.write_through(py, Vec::new());
         if result.is_err() {
             self.broken = true;
             self.must_close = true;
@@ -450,7 +548,7 @@ impl StartResponse {
             return Ok(());
         }
         self.resp
-            .send(py, vec![PyBackedBytes::from(bytes.clone())], false)
+            .send(py, vec![PyBackedBytes::from(bytes.clone())])
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("client went away: {e}")))
     }
 }

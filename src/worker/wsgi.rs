@@ -540,6 +540,14 @@ impl Statics {
             };
         };
         let resp = &mut me.resp;
+        if matches!(outcome, Err(Failure::Python(_))) {
+            // The body is cut short, but what the app produced before it
+            // failed still goes out first.
+            let _ = resp.drain(py);
+        }
+        // A body that ended normally took its stream along (`last`); any
+        // other lets go of it here, so the connection closes now.
+        resp.end_stream();
         match outcome {
             Ok(last) => Outcome {
                 code: resp.code(),
@@ -649,13 +657,13 @@ impl Statics {
                 return Err(not_started().into());
             }
             if let Some(prev) = held.take()
-                && me.resp.send(py, vec![prev], false).is_err()
+                && me.resp.send(py, vec![prev]).is_err()
             {
                 return Err(Failure::Client);
             }
             if me.resp.completes_length(chunk.len()) {
                 held = Some(chunk);
-            } else if me.resp.send(py, vec![chunk], false).is_err() {
+            } else if me.resp.send(py, vec![chunk]).is_err() {
                 return Err(Failure::Client);
             }
         }
@@ -696,6 +704,15 @@ impl Statics {
         let mut me = sr.try_borrow_mut().map_err(PyErr::from)?;
         if !me.resp.started() {
             return Err(not_started());
+        }
+        if me.resp.head_sent() && me.resp.framing() == Framing::Chunked {
+            // write() already started a chunked body: sendfile's raw bytes
+            // would break its framing.
+            return Ok(None);
+        }
+        // What write() queued goes before the file.
+        if me.resp.drain(py).is_err() {
+            return Ok(Some(Err(Failure::Client)));
         }
         let available = (stat.st_size as u64).saturating_sub(offset as u64);
         let len = me.resp.content_length().map_or(available, |cl| cl.min(available));

@@ -6,6 +6,14 @@
     /file-noread  the same over a file whose read() raises (sendfile only)
     /bytesio  wsgi.file_wrapper over an io.BytesIO (no fileno: iterated)
     /small  a few bytes, to check other clients are still served
+
+Streamed bodies of mixed block sizes (see util::mixed_body), no Content-Length:
+
+    /mixed?n=N      N blocks, the first 3 through write(), the rest from a
+                    generator (&cl=1: with their Content-Length; &small=1:
+                    only blocks under 64 KiB)
+    /write-file     write(b"written;"), then wsgi.file_wrapper over the big
+                    file (&cl=1: with the Content-Length of both)
 """
 
 import hashlib
@@ -33,8 +41,41 @@ def big_file():
     return path
 
 
+MIXED_SIZES = [1, 1000, 70000, 7, 65536, 300, 4096, 150000, 20, 2000]
+# Only blocks the flusher takes (under 64 KiB).
+SMALL_SIZES = [1, 1000, 7, 300, 4096, 20, 2000]
+
+
+def mixed_block(i, sizes=MIXED_SIZES):
+    n = sizes[i % len(sizes)]
+    tag = b"%d:" % i
+    return (tag * (n // len(tag) + 1))[:n]
+
+
+def mixed(environ, start_response, n, cl, sizes):
+    headers = [("Content-Type", "application/octet-stream")]
+    if cl:
+        headers.append(("Content-Length", str(sum(len(mixed_block(i, sizes)) for i in range(n)))))
+    write = start_response("200 OK", headers)
+    for i in range(min(3, n)):
+        write(mixed_block(i, sizes))
+    return (mixed_block(i, sizes) for i in range(3, n))
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
+    query = dict(p.split("=", 1) for p in environ.get("QUERY_STRING", "").split("&") if "=" in p)
+    if path == "/mixed":
+        sizes = SMALL_SIZES if "small" in query else MIXED_SIZES
+        return mixed(environ, start_response, int(query.get("n", "200")), "cl" in query, sizes)
+    if path == "/write-file":
+        f = open(big_file(), "rb")
+        headers = [("Content-Type", "application/octet-stream")]
+        if "cl" in query:
+            headers.append(("Content-Length", str(len(b"written;") + len(CHUNKS) * 65536)))
+        write = start_response("200 OK", headers)
+        write(b"written;")
+        return environ["wsgi.file_wrapper"](f, 65536)
     headers = [("Content-Type", "application/octet-stream"), ("X-Sha256", SHA256)]
     if path == "/list":
         start_response("200 OK", headers)

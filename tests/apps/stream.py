@@ -9,6 +9,7 @@
     /tracked?id=X   a generator whose close() records X
     /tracked-list?id=X  a list subclass whose close() records X
     /forever?id=X   streams 64 KiB chunks forever; close() records X
+                    (&size=N: chunks of N bytes)
     /raise-mid?id=X yields one chunk, then raises; close() records X
     /closed?id=X    "yes" once close() was called for X, else "no"
     /gen-cl?n=N     a generator of N chunks `chunk-i;` with their Content-Length
@@ -40,8 +41,9 @@ CHUNK = b"z" * 65536
 
 
 class Tracked:
-    def __init__(self, ident, items, forever=False, raise_after=None):
+    def __init__(self, ident, items, forever=False, raise_after=None, chunk=CHUNK):
         self.ident = ident
+        self.chunk = chunk
         self.items = list(items)
         self.forever = forever
         self.raise_after = raise_after
@@ -52,7 +54,7 @@ class Tracked:
 
     def __next__(self):
         if self.forever:
-            return CHUNK
+            return self.chunk
         if self.raise_after is not None and self.sent >= self.raise_after:
             raise RuntimeError("raise-mid for %s" % self.ident)
         if not self.items:
@@ -106,7 +108,8 @@ def app(environ, start_response):
         return body
     if path == "/forever":
         start_response("200 OK", text)
-        return Tracked(ident, [], forever=True)
+        size = int(qs.get("size", [str(len(CHUNK))])[0])
+        return Tracked(ident, [], forever=True, chunk=b"z" * size)
     if path == "/raise-mid":
         start_response("200 OK", text)
         return Tracked(ident, [b"first;", b"second;"], raise_after=1)

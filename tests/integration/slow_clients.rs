@@ -130,13 +130,14 @@ fn keep_alive_timeout_closes_a_connection_that_never_sent_anything() {
 }
 
 /// A streaming response holds its app thread while it writes; a client
-/// that stops reading must not hold it past --write-timeout.
-#[test]
-fn write_timeout_frees_the_thread_of_a_stalled_stream() {
+/// that stops reading must not hold it past --write-timeout. Blocks of
+/// 64 KiB are written by the app thread itself; blocks of 1 KiB go through
+/// the flusher until the client is HIGH_WATER behind.
+fn write_timeout_frees_the_thread_of_a_stalled_stream(block: usize) {
     let s = Server::start("stream:app", &["-w", "1", "--write-timeout", "1"]);
     let id = format!("stalled-{}", crate::util::unique());
     let mut c = s.connect();
-    c.send(format!("GET /forever?id={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    c.send(format!("GET /forever?id={id}&size={block} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
     match c.read_to_end(Duration::from_millis(500)) {
         Ending::Open(b) if !b.is_empty() => {}
         other => panic!("the stream did not start: {other:?}"),
@@ -154,6 +155,43 @@ fn write_timeout_frees_the_thread_of_a_stalled_stream() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn write_timeout_frees_the_thread_of_a_stalled_stream_of_large_blocks() {
+    write_timeout_frees_the_thread_of_a_stalled_stream(65536);
+}
+
+#[test]
+fn write_timeout_frees_the_thread_of_a_stalled_stream_of_small_blocks() {
+    write_timeout_frees_the_thread_of_a_stalled_stream(1024);
+}
+
+/// A client that stops reading a stream of small blocks stalls it (in the
+/// flusher, then the app thread waits at the high-water mark); another
+/// stream is served meanwhile, and the slow client still gets every byte,
+/// in order, when it reads again. (That the flusher itself is not held by
+/// a stalled stream is flusher.rs's unit test.)
+#[test]
+fn a_stream_stalled_by_a_slow_reader_arrives_whole() {
+    let s = Server::start("big:app", &["-w", "2"]);
+    // Blocks under 64 KiB (all of them the flusher's), about 8.5 MB: more
+    // than the socket buffers hold.
+    let slow_blocks = 8000;
+    let mut slow = Client::from_stream(Stream::Tcp(small_window_connect(s.addr(), 64 * 1024)));
+    slow.send(format!("GET /mixed?n={slow_blocks}&small=1 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    // Started (peeked, not read: the response is parsed whole below); with
+    // a 64 KiB window it stalls within milliseconds and stays stalled.
+    let mut first = [0u8; 1];
+    assert_eq!(slow.tcp().peek(&mut first).expect("the slow stream did not start"), 1);
+    let mut other = s.connect();
+    let r = other.get("/mixed?n=100&small=1");
+    assert_eq!(r.status, 200);
+    let want = crate::util::mixed_body(100, true);
+    crate::util::assert_same_body(&r.body, &want, "a stream beside a stalled one");
+    let r = slow.response();
+    let want = crate::util::mixed_body(slow_blocks, true);
+    crate::util::assert_same_body(&r.body, &want, "the stalled stream");
 }
 
 /// A fully produced response is parked on the connection; a client that

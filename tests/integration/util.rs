@@ -800,7 +800,10 @@ impl Client {
                 };
                 let line = String::from_utf8_lossy(&line).into_owned();
                 let size = line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size, 16).map_err(|_| io_err(format!("bad chunk size {line:?}")))?;
+                let size = usize::from_str_radix(size, 16).map_err(|_| {
+                    let shown: String = line.chars().take(80).collect();
+                    io_err(format!("bad chunk size line of {} bytes: {shown:?}...", line.len()))
+                })?;
                 if size == 0 {
                     match self.header_block() {
                         Ok(t) => r.trailers = t,
@@ -946,6 +949,21 @@ pub fn big_body() -> Vec<u8> {
     for k in 0..160u32 {
         out.extend_from_slice(&k.to_be_bytes());
         out.extend_from_slice(&base[4..]);
+    }
+    out
+}
+
+/// The body of big.py's `/mixed?n=N` (`small`: `&small=1`): block i is its
+/// number and a colon, repeated to the size `sizes[i % sizes.len()]`.
+pub fn mixed_body(n: usize, small: bool) -> Vec<u8> {
+    const MIXED_SIZES: &[usize] = &[1, 1000, 70000, 7, 65536, 300, 4096, 150000, 20, 2000];
+    const SMALL_SIZES: &[usize] = &[1, 1000, 7, 300, 4096, 20, 2000];
+    let sizes = if small { SMALL_SIZES } else { MIXED_SIZES };
+    let mut out = Vec::new();
+    for i in 0..n {
+        let size = sizes[i % sizes.len()];
+        let tag = format!("{i}:");
+        out.extend(tag.bytes().cycle().take(size));
     }
     out
 }
