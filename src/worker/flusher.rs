@@ -218,6 +218,19 @@ impl Stream {
         stalled
     }
 
+    /// Gives up on the stream after a panic in `flush`: whoever waits for
+    /// the writer role gets an error, and the client sees the end.
+    fn fail(&self) {
+        let mut g = self.lock();
+        g.writing = false;
+        g.queued = false;
+        g.stalled = false;
+        g.error = Some(io::ErrorKind::Other);
+        drop(g);
+        self.released.notify_all();
+        self.sock.shutdown();
+    }
+
     /// Whether the stream still waits in the stall numbered `stall`.
     fn stalled_in(&self, stall: u64) -> bool {
         let g = self.lock();
@@ -335,13 +348,22 @@ impl Flusher {
                 self.poll_stalled(&mut stalled, &mut work);
             }
             for s in work.drain(..) {
-                if let Some(stall) = s.flush() {
-                    let deadline = Instant::now() + s.timeout;
-                    stalled.push(Stalled {
-                        stream: s,
-                        stall,
-                        deadline,
-                    });
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.flush())) {
+                    Ok(Some(stall)) => {
+                        let deadline = Instant::now() + s.timeout;
+                        stalled.push(Stalled {
+                            stream: s,
+                            stall,
+                            deadline,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        // A bug of ours: that response is cut short, the
+                        // flusher and the other responses live on.
+                        log::error!("internal error in the flusher; a response was cut short");
+                        s.fail();
+                    }
                 }
             }
         }

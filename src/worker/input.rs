@@ -7,6 +7,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyIOError, PyValueError};
@@ -19,6 +20,40 @@ use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::request::BodyKind;
 
 const READ_CHUNK: usize = 64 * 1024;
+
+/// `Expect: 100-continue`, shared by the body reader, which answers it when
+/// the app first reads the body, and the response, whose head makes it moot:
+/// a 100 after the final response's head would land inside its body.
+#[derive(Clone)]
+pub struct ExpectContinue(Arc<AtomicU8>);
+
+const CONTINUE_PENDING: u8 = 0;
+const CONTINUE_SENT: u8 = 1;
+const CONTINUE_MOOT: u8 = 2;
+
+impl ExpectContinue {
+    pub fn new() -> Self {
+        ExpectContinue(Arc::new(AtomicU8::new(CONTINUE_PENDING)))
+    }
+
+    /// The app reads the body: true once, when the 100 is to be sent now.
+    fn answer(&self) -> bool {
+        self.0
+            .compare_exchange(CONTINUE_PENDING, CONTINUE_SENT, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The final response goes out first: no 100 any more.
+    pub fn moot(&self) {
+        let _ = self
+            .0
+            .compare_exchange(CONTINUE_PENDING, CONTINUE_MOOT, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn sent(&self) -> bool {
+        self.0.load(Ordering::Acquire) == CONTINUE_SENT
+    }
+}
 
 enum Framing {
     Length(u64),
@@ -35,8 +70,8 @@ pub struct BodyReader {
     /// Decoded bytes of a chunked body not yet handed to the app.
     decoded: Vec<u8>,
     dpos: usize,
-    /// `Expect: 100-continue` not answered yet.
-    pub continue_pending: bool,
+    /// `Expect: 100-continue`, while the body is still to come.
+    expect: Option<ExpectContinue>,
     /// The body could not be read: the request failed on the client's side.
     failure: Option<BodyError>,
     timeout: Duration,
@@ -70,7 +105,7 @@ impl BodyReader {
         sock: Arc<ConnSocket>,
         buf: Vec<u8>,
         kind: BodyKind,
-        expect_continue: bool,
+        expect: Option<ExpectContinue>,
         timeout: Duration,
         max_body: u64,
     ) -> Self {
@@ -88,7 +123,7 @@ impl BodyReader {
             done,
             decoded: Vec::new(),
             dpos: 0,
-            continue_pending: expect_continue && !done,
+            expect: expect.filter(|_| !done),
             failure: None,
             timeout,
         }
@@ -105,8 +140,7 @@ impl BodyReader {
     }
 
     fn read_socket(&mut self) -> Result<(), BodyError> {
-        if self.continue_pending {
-            self.continue_pending = false;
+        if self.expect.as_ref().is_some_and(ExpectContinue::answer) {
             let mut msg = [io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
             write_all(self.sock.fd_borrow(), &mut msg, self.timeout)?;
         }
@@ -225,9 +259,10 @@ impl BodyReader {
     /// Reads and discards what is left of the body, up to `limit` bytes;
     /// true when the body ended within it (the connection stays usable).
     pub fn drain(&mut self, limit: u64) -> bool {
-        if self.continue_pending {
-            // The client waits for our 100 before sending: nothing to drain,
-            // but its body may still come, so the connection cannot be reused.
+        if self.expect.as_ref().is_some_and(|e| !e.sent()) {
+            // The client waits for our 100 before sending (or has its final
+            // response already): nothing to drain, but its body may still
+            // come, so the connection cannot be reused.
             return false;
         }
         let mut discarded = 0u64;

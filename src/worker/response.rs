@@ -17,6 +17,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use super::flusher::Stream;
+use super::input::ExpectContinue;
 use super::io::{write_all, write_now};
 use super::registry::ConnSocket;
 use crate::proto::response::{self as wire, Framing, HeadWriter};
@@ -29,6 +30,8 @@ pub struct ResponseSetup {
     pub keep_alive: bool,
     pub write_timeout: Duration,
     pub date: [u8; 29],
+    /// The request's `Expect: 100-continue`, moot once the head goes out.
+    pub expect: Option<ExpectContinue>,
 }
 
 pub struct Response {
@@ -312,6 +315,9 @@ impl Response {
         }
         w.end();
         self.head_sent = true;
+        if let Some(e) = &self.setup.expect {
+            e.moot();
+        }
         buf
     }
 

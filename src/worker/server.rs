@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::date_now;
-use super::input::{BodyReader, Input};
+use super::input::{BodyReader, ExpectContinue, Input};
 use super::io::{flush_parked, read_some, write_or_park};
 use super::registry::{ConnSocket, ConnState, Registry};
 use super::response::{Framed, Response, ResponseSetup, StartResponse};
@@ -903,11 +903,12 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         close_conn(shared, conn);
         return None;
     };
+    let expect = (expect_continue && http11).then(ExpectContinue::new);
     slot.reader = Some(BodyReader::new(
         conn.sock.clone(),
         buf,
         body,
-        expect_continue && http11,
+        expect.clone(),
         timeouts.read,
         limits.max_body_size,
     ));
@@ -920,6 +921,7 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
             keep_alive,
             write_timeout: timeouts.write,
             date: date_now(),
+            expect,
         }),
     };
     let Ok(sr) = Bound::new(py, start_response) else {

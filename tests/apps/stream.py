@@ -17,6 +17,8 @@
     /gated?id=X     a generator: `first;`, then waits (up to 10 s) for
                     /release?id=X, then `second;` (&cl=1: with a Content-Length)
     /release?id=X   lets /gated?id=X go on
+    /write-then-read  write(b"early;"), then reads the body and returns
+                    b"read:" + body
 """
 
 import threading
@@ -129,6 +131,11 @@ def app(environ, start_response):
         gate(ident).set()
         start_response("200 OK", text)
         return [b"released"]
+    if path == "/write-then-read":
+        write = start_response("200 OK", text)
+        write(b"early;")
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        return [b"read:" + body]
     if path == "/closed":
         body = b"yes" if ident in CLOSED else b"no"
         start_response("200 OK", text)

@@ -300,6 +300,41 @@ fn expect_100_continue_is_not_sent_when_the_app_ignores_the_body() {
     assert_eq!(r.kv().at("_body"), "");
 }
 
+/// The app starts its response (write()) before it reads the body: the
+/// 100 is moot then. Sent anyway, it went out after the head (inside the
+/// body) when the head was already written, or before it when the head was
+/// still queued for the flusher (regression).
+#[test]
+fn expect_100_continue_is_not_sent_after_the_response_started() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    c.send(b"POST /write-then-read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !got.windows(6).any(|w| w == b"early;") {
+        assert!(
+            Instant::now() < deadline,
+            "no response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(c.read_to_end(Duration::from_millis(100)).bytes());
+    }
+    // The app now waits for the body, which the client sends once it has
+    // seen the final response begin.
+    c.send(b"hello");
+    while !got.windows(10).any(|w| w == b"read:hello") {
+        assert!(
+            Instant::now() < deadline,
+            "the body never reached the app: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(c.read_to_end(Duration::from_millis(100)).bytes());
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert!(!text.contains("100 Continue"), "a 100 inside the response: {text:?}");
+}
+
 #[test]
 fn expect_other_than_100_continue_is_417() {
     let s = Server::start("echo_app:app", &[]);
