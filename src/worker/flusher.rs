@@ -439,6 +439,17 @@ mod tests {
         (Arc::new(ConnSocket::new(OwnedFd::from(server))), client)
     }
 
+    /// A stream with write timeout `timeout` and `kib` KiB pushed, more
+    /// than its socket holds while the client does not read.
+    fn filled(timeout: Duration, kib: usize) -> (Arc<Stream>, UnixStream) {
+        let (sock, client) = pair();
+        let stream = Stream::new(sock, timeout).unwrap();
+        for _ in 0..kib {
+            stream.push(&[IoSlice::new(&[b'x'; 1024])]).unwrap();
+        }
+        (stream, client)
+    }
+
     fn block(i: usize) -> Vec<u8> {
         let tag = format!("{i}:");
         tag.bytes().cycle().take(i * 37 % 3000 + 1).collect()
@@ -502,12 +513,7 @@ mod tests {
     /// end without waiting for the write timeout).
     #[test]
     fn a_stalled_stream_does_not_hold_the_flusher() {
-        let (stalled_sock, mut stalled_client) = pair();
-        let stalled = Stream::new(stalled_sock, Duration::from_secs(60)).unwrap();
-        let kib = [b'x'; 1024];
-        for _ in 0..1024 {
-            stalled.push(&[IoSlice::new(&kib)]).unwrap();
-        }
+        let (stalled, mut stalled_client) = filled(Duration::from_secs(60), 1024);
         wait_stalled(&stalled);
 
         let (sock, mut client) = pair();
@@ -532,12 +538,7 @@ mod tests {
     /// block fails.
     #[test]
     fn a_stalled_stream_times_out() {
-        let (sock, mut client) = pair();
-        let stream = Stream::new(sock, Duration::from_millis(200)).unwrap();
-        let kib = [b'x'; 1024];
-        for _ in 0..64 {
-            stream.push(&[IoSlice::new(&kib)]).unwrap();
-        }
+        let (stream, mut client) = filled(Duration::from_millis(200), 64);
         wait_for(&stream, "timed out", |st| st.error.is_some());
         // The stream still holds the socket: only shutdown(2) ends it.
         let mut rest = Vec::new();

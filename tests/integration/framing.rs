@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Ending, Server};
+use crate::util::{Client, Ending, Server};
 
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -163,24 +163,27 @@ fn a_stream_is_not_held_while_the_app_waits() {
         let mut c = s.connect();
         c.send(format!("GET /gated?id={id}{cl} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !got.windows(6).any(|w| w == b"first;") {
-            assert!(
-                Instant::now() < deadline,
-                "first chunk held back ({cl:?}): {:?}",
-                String::from_utf8_lossy(&got)
-            );
-            match c.read_to_end(Duration::from_millis(100)) {
-                Ending::Open(b) => got.extend_from_slice(&b),
-                other => panic!("the stream ended: {other:?}"),
-            }
-        }
+        read_until(&mut c, &mut got, b"first;", &format!("first chunk held back ({cl:?})"));
         assert!(!got.windows(7).any(|w| w == b"second;"));
         assert_eq!(s.get(&format!("/release?id={id}")).text(), "released");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !got.windows(7).any(|w| w == b"second;") {
-            assert!(Instant::now() < deadline, "second chunk never came ({cl:?})");
-            got.extend_from_slice(c.read_to_end(Duration::from_millis(100)).bytes());
+        read_until(
+            &mut c,
+            &mut got,
+            b"second;",
+            &format!("second chunk never came ({cl:?})"),
+        );
+    }
+}
+
+/// Reads from `c` into `got` until it holds `want`, for at most 5 s;
+/// panics with `what` at the deadline or if the connection ends first.
+fn read_until(c: &mut Client, got: &mut Vec<u8>, want: &[u8], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !got.windows(want.len()).any(|w| w == want) {
+        assert!(Instant::now() < deadline, "{what}: {:?}", String::from_utf8_lossy(got));
+        match c.read_to_end(Duration::from_millis(100)) {
+            Ending::Open(b) => got.extend_from_slice(&b),
+            other => panic!("{what}: the stream ended: {other:?}"),
         }
     }
 }
@@ -310,26 +313,11 @@ fn expect_100_continue_is_not_sent_after_the_response_started() {
     let mut c = s.connect();
     c.send(b"POST /write-then-read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !got.windows(6).any(|w| w == b"early;") {
-        assert!(
-            Instant::now() < deadline,
-            "no response: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(c.read_to_end(Duration::from_millis(100)).bytes());
-    }
+    read_until(&mut c, &mut got, b"early;", "no response");
     // The app now waits for the body, which the client sends once it has
     // seen the final response begin.
     c.send(b"hello");
-    while !got.windows(10).any(|w| w == b"read:hello") {
-        assert!(
-            Instant::now() < deadline,
-            "the body never reached the app: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(c.read_to_end(Duration::from_millis(100)).bytes());
-    }
+    read_until(&mut c, &mut got, b"read:hello", "the body never reached the app");
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
     assert!(!text.contains("100 Continue"), "a 100 inside the response: {text:?}");
