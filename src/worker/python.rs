@@ -39,15 +39,18 @@ pub fn traceback(py: Python<'_>, err: &PyErr) -> String {
     formatted.unwrap_or_else(|_| err.to_string()).trim_end().to_string()
 }
 
-/// Starts the interpreter with Python's signal handlers left uninstalled
-/// (Rust owns signals), puts `pythonpath` then the current directory first
-/// on `sys.path`, and the virtualenv's site-packages on it.
+/// Starts the interpreter as the virtualenv's own `python` would start
+/// (or the base installation's, without one), with Python's signal handlers
+/// left uninstalled (Rust owns signals), then puts `pythonpath` and the
+/// current directory first on `sys.path`.
 pub fn initialize(virtualenv: Option<&Path>, pythonpath: &[std::path::PathBuf]) -> Result<(), LoadError> {
-    Python::initialize();
+    if let Some(venv) = virtualenv {
+        check_virtualenv(venv, embedded_version())?;
+    }
+    start(virtualenv)?;
     Python::attach(|py| {
         let setup = || -> PyResult<()> {
-            let sys = py.import("sys")?;
-            let path = sys.getattr("path")?.cast_into::<PyList>()?;
+            let path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
             let cwd = std::env::current_dir()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| ".".into());
@@ -55,26 +58,141 @@ pub fn initialize(virtualenv: Option<&Path>, pythonpath: &[std::path::PathBuf]) 
             for (i, dir) in pythonpath.iter().enumerate() {
                 path.insert(i, dir.display().to_string())?;
             }
-            if let Some(venv) = virtualenv {
-                let site = py.import("site")?;
-                let version = sys.getattr("version_info")?;
-                let (major, minor): (u32, u32) = (version.get_item(0)?.extract()?, version.get_item(1)?.extract()?);
-                let sp = venv.join(format!("lib/python{major}.{minor}/site-packages"));
-                // addsitedir also processes .pth files (editable installs).
-                site.call_method1("addsitedir", (sp.display().to_string(),))?;
-                // Put the venv ahead of the system's packages, as activating it would.
-                let sp_str = sp.display().to_string();
-                let list: Vec<String> = path.extract()?;
-                if let Some(i) = list.iter().position(|p| *p == sp_str) {
-                    path.del_item(i)?;
-                    path.insert(1, sp_str)?;
-                }
-                sys.setattr("prefix", venv.display().to_string())?;
-            }
             Ok(())
         };
         setup().map_err(|e| LoadError::Python(format!("cannot set up Python: {}", describe(py, &e).0)))
     })
+}
+
+/// `Py_InitializeFromConfig` with Python's own configuration (environment
+/// variables such as PYTHONPATH and PYTHONUTF8 apply, as they do for
+/// `python`), except that no signal handler is installed and the C locale is
+/// not coerced (that would `setenv` in a process that has threads). With a
+/// virtualenv, the program is its `bin/python`: CPython then reads its
+/// `pyvenv.cfg` exactly as for that interpreter, so `sys.prefix` is the
+/// virtualenv, `sys.executable` its python, and the base installation's
+/// site-packages (and their `.pth` files) stay out unless the virtualenv
+/// includes them (`include-system-site-packages`).
+fn start(virtualenv: Option<&Path>) -> Result<(), LoadError> {
+    use pyo3::ffi;
+    use std::mem::MaybeUninit;
+    use std::os::unix::ffi::OsStrExt;
+
+    let program = virtualenv
+        .map(|venv| {
+            std::ffi::CString::new(venv.join("bin").join("python").as_os_str().as_bytes())
+                .map_err(|_| LoadError::Python(format!("--virtualenv {}: a NUL byte in the path", venv.display())))
+        })
+        .transpose()?;
+    // SAFETY: this runs once per process, before any other Python API call
+    // (pyo3's Python::attach only ever sees an initialised interpreter). The
+    // two config structs are initialised by CPython's own Init functions
+    // before a field is read or written, and PyConfig_Clear frees what
+    // PyConfig_SetBytesString allocated. On success the calling thread holds
+    // the GIL, which PyEval_SaveThread releases for Python::attach to take.
+    unsafe {
+        let mut pre = MaybeUninit::<ffi::PyPreConfig>::uninit();
+        ffi::PyPreConfig_InitPythonConfig(pre.as_mut_ptr());
+        let pre = pre.as_mut_ptr();
+        (*pre).parse_argv = 0;
+        (*pre).coerce_c_locale = 0;
+        (*pre).coerce_c_locale_warn = 0;
+        status(ffi::Py_PreInitialize(pre))?;
+
+        let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
+        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
+        let config = config.as_mut_ptr();
+        (*config).parse_argv = 0;
+        (*config).install_signal_handlers = 0;
+        (*config).configure_c_stdio = 0;
+        let mut result = Ok(());
+        if let Some(program) = &program {
+            result = status(ffi::PyConfig_SetBytesString(
+                config,
+                &raw mut (*config).program_name,
+                program.as_ptr(),
+            ));
+        }
+        if result.is_ok() {
+            result = status(ffi::Py_InitializeFromConfig(config));
+        }
+        ffi::PyConfig_Clear(config);
+        result?;
+        ffi::PyEval_SaveThread();
+    }
+    Ok(())
+}
+
+/// A PyStatus from CPython's initialisation as a Result.
+///
+/// # Safety
+/// `s` is a status returned by CPython, whose strings are static or null.
+unsafe fn status(s: pyo3::ffi::PyStatus) -> Result<(), LoadError> {
+    // SAFETY: the caller passes a status CPython returned.
+    if unsafe { pyo3::ffi::PyStatus_Exception(s) } == 0 {
+        return Ok(());
+    }
+    let text = |p: *const std::ffi::c_char| {
+        // SAFETY: CPython's status strings are null or static C strings.
+        (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    };
+    let message = match (text(s.func), text(s.err_msg)) {
+        (Some(func), Some(msg)) => format!("{func}: {msg}"),
+        (None, Some(msg)) => msg,
+        _ => format!("exit status {}", s.exitcode),
+    };
+    Err(LoadError::Python(format!("cannot start Python: {message}")))
+}
+
+/// The embedded interpreter's version as (major, minor), from the string
+/// libpython was built with (readable before initialisation).
+fn embedded_version() -> (u32, u32) {
+    // SAFETY: Py_GetVersion returns a static NUL-terminated string and may
+    // be called before Py_Initialize.
+    let full = unsafe { std::ffi::CStr::from_ptr(pyo3::ffi::Py_GetVersion()) };
+    parse_version(&full.to_string_lossy()).unwrap_or((0, 0))
+}
+
+/// "3.11.7 (main, …)" or "3.11.7.final.0" -> (3, 11).
+fn parse_version(s: &str) -> Option<(u32, u32)> {
+    let mut parts = s.trim().split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// A virtualenv made by another Python version cannot be used: its
+/// site-packages hold another version's compiled modules, and its
+/// `pyvenv.cfg` points at another standard library.
+fn check_virtualenv(venv: &Path, embedded: (u32, u32)) -> Result<(), LoadError> {
+    let cfg = venv.join("pyvenv.cfg");
+    let text = std::fs::read_to_string(&cfg).map_err(|e| {
+        LoadError::Python(format!(
+            "--virtualenv {}: cannot read {} ({e}); is it a virtual environment?",
+            venv.display(),
+            cfg.display()
+        ))
+    })?;
+    let made_by = text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        matches!(key.trim(), "version" | "version_info")
+            .then(|| parse_version(value))
+            .flatten()
+    });
+    match made_by {
+        Some(v) if v != embedded => Err(LoadError::Python(format!(
+            "--virtualenv {}: made by Python {}.{}, but zibai-worker runs Python {}.{}; \
+             make the virtualenv with python{}.{} (or build zibai against Python {}.{})",
+            venv.display(),
+            v.0,
+            v.1,
+            embedded.0,
+            embedded.1,
+            embedded.0,
+            embedded.1,
+            v.0,
+            v.1
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Imports `spec` and returns the object it names, applying `--call` or a
@@ -192,4 +310,38 @@ pub fn load_all(py: Python<'_>, config: &crate::config::Config) -> Result<Loaded
         before_graceful_exit: hook(&config.before_graceful_exit, "--before-graceful-exit hook")?,
         before_died: hook(&config.before_died, "--before-died hook")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_python_and_from_pyvenv_cfg() {
+        assert_eq!(parse_version("3.11.7 (main, Nov 21 2026) [GCC 12.2.0]"), Some((3, 11)));
+        assert_eq!(parse_version(" 3.12.1"), Some((3, 12)));
+        // virtualenv writes version_info.
+        assert_eq!(parse_version("3.9.18.final.0"), Some((3, 9)));
+        assert_eq!(parse_version("three"), None);
+    }
+
+    #[test]
+    fn a_virtualenv_of_the_same_minor_version_is_accepted() {
+        let dir = std::env::temp_dir().join(format!("zibai-pyvenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let check = |text: &str| {
+            std::fs::write(dir.join("pyvenv.cfg"), text).unwrap();
+            check_virtualenv(&dir, (3, 11)).map_err(|e| e.to_string())
+        };
+        assert!(check("home = /usr/bin\nversion = 3.11.2\n").is_ok());
+        assert!(check("home = /usr/bin\nversion_info = 3.11.7.final.0\n").is_ok());
+        // No version at all: CPython's own reading of the file decides.
+        assert!(check("home = /usr/bin\n").is_ok());
+        let err = check("home = /usr/bin\nversion = 3.12.0\n").unwrap_err();
+        assert!(
+            err.contains("made by Python 3.12, but zibai-worker runs Python 3.11"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -202,11 +202,13 @@ fn dotted_attribute_path() {
     assert_eq!(s.get("/").text(), "nested attribute");
 }
 
-/// A virtualenv holding `zibai_venv_probe`, or `None` (with the reason
-/// printed) where python3 cannot make one.
+/// A virtualenv holding `zibai_venv_probe`, made by the Python zibai was
+/// built against, or `None` (with the reason printed) where that Python
+/// cannot make one.
 fn make_venv(dir: &TempDir) -> Option<std::path::PathBuf> {
     let venv = dir.path().join("venv");
-    let out = Command::new("python3")
+    let python = option_env!("ZIBAI_BUILD_PYTHON").unwrap_or("python3");
+    let out = Command::new(python)
         .args(["-m", "venv", "--without-pip"])
         .arg(&venv)
         .output();
@@ -214,19 +216,21 @@ fn make_venv(dir: &TempDir) -> Option<std::path::PathBuf> {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
             eprintln!(
-                "skipped: python3 -m venv failed: {}",
+                "skipped: {python} -m venv failed: {}",
                 String::from_utf8_lossy(&o.stderr)
             );
             return None;
         }
         Err(e) => {
-            eprintln!("skipped: cannot run python3: {e}");
+            eprintln!("skipped: cannot run {python}: {e}");
             return None;
         }
     }
-    // The embedded interpreter is 3.11, whatever python3 on PATH is.
-    let site = venv.join("lib").join("python3.11").join("site-packages");
-    std::fs::create_dir_all(&site).unwrap();
+    let site = Command::new(venv.join("bin").join("python"))
+        .args(["-c", "import site; print(site.getsitepackages()[0])"])
+        .output()
+        .expect("run the venv's python");
+    let site = std::path::PathBuf::from(String::from_utf8(site.stdout).unwrap().trim());
     std::fs::write(site.join("zibai_venv_probe.py"), "VALUE = 'from the venv'\n").unwrap();
     Some(venv)
 }
@@ -250,6 +254,62 @@ fn virtual_env_variable_makes_its_packages_importable() {
         .env("VIRTUAL_ENV", venv.to_str().unwrap())
         .start();
     assert_eq!(s.get("/").text(), "from the venv");
+}
+
+/// The app runs as the virtualenv's own python would: its prefix and
+/// executable, and no site-packages but its own (a venv made without
+/// --system-site-packages does not see the base installation's packages, nor
+/// run their .pth files).
+#[test]
+fn virtualenv_runs_as_its_own_python() {
+    let dir = TempDir::new("venvsys");
+    let Some(venv) = make_venv(&dir) else { return };
+    let s = Server::start("venv_app:app", &["--virtualenv", venv.to_str().unwrap()]);
+    let sys = s.get("/sys").text();
+    let venv = venv.to_str().unwrap();
+    let field = |name: &str| {
+        let at = sys
+            .find(&format!("\"{name}\": \""))
+            .unwrap_or_else(|| panic!("{name} in {sys}"));
+        let rest = &sys[at + name.len() + 5..];
+        rest[..rest.find('"').unwrap()].to_string()
+    };
+    assert_eq!(field("prefix"), venv, "{sys}");
+    assert_eq!(field("executable"), format!("{venv}/bin/python"), "{sys}");
+    let path = &sys[sys.find("\"path\": [").expect("path") + 9..];
+    let path = &path[..path.find(']').unwrap()];
+    let sites: Vec<&str> = path
+        .split(", ")
+        .map(|p| p.trim_matches('"'))
+        .filter(|p| p.ends_with("site-packages"))
+        .collect();
+    assert!(!sites.is_empty(), "{sys}");
+    for site in sites {
+        assert!(site.starts_with(venv), "{site} is outside the venv: {sys}");
+    }
+}
+
+#[test]
+fn virtualenv_of_another_python_is_refused_naming_both_versions() {
+    let dir = TempDir::new("venvold");
+    std::fs::write(dir.path().join("pyvenv.cfg"), "home = /usr/bin\nversion = 2.7.18\n").unwrap();
+    let f = run("echo_app", &["--virtualenv", dir.path().to_str().unwrap()]);
+    assert_failed(
+        &f,
+        Some(4),
+        &["--virtualenv", "made by Python 2.7, but zibai-worker runs Python 3."],
+    );
+}
+
+#[test]
+fn a_directory_that_is_not_a_virtualenv_is_refused() {
+    let dir = TempDir::new("novenv");
+    let f = run("echo_app", &["--virtualenv", dir.path().to_str().unwrap()]);
+    assert_failed(
+        &f,
+        Some(4),
+        &["--virtualenv", "pyvenv.cfg", "is it a virtual environment?"],
+    );
 }
 
 /// The binary finds libpython through the rpath set at build time, and
