@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use pyo3::prelude::*;
 
-use zibai::config::{Args, CHECK_APP_ENV, Config, RESOLVED_ENV};
+use zibai::config::{CHECK_APP_ENV, Config, RESOLVED_ENV};
 use zibai::master::listeners;
 use zibai::master::notify::Announcer;
 use zibai::master::spawn::{self, SingleStart, Start};
@@ -106,8 +106,7 @@ fn check_app(config: &Config) -> ExitCode {
 
 fn main() -> ExitCode {
     // The master's resolved configuration, read and removed before any
-    // thread exists (the app must not see it); without it (a worker of an
-    // older master), the command line is resolved as the master did.
+    // thread exists (the app must not see it). `zibai` always passes it.
     let resolved = std::env::var(RESOLVED_ENV).ok();
     let check = std::env::var_os(CHECK_APP_ENV).is_some();
     // SAFETY: no other thread exists yet, so nothing reads the environment
@@ -116,15 +115,12 @@ fn main() -> ExitCode {
         std::env::remove_var(RESOLVED_ENV);
         std::env::remove_var(CHECK_APP_ENV);
     }
-    let config = match &resolved {
-        Some(text) => Config::from_resolved(text),
-        None => Args::parse().resolve(),
-    };
     zibai::logging::init();
-    let result = match config {
-        Err(e) => Err(e.into()),
-        Ok(config) if check => return check_app(&config),
-        Ok(config) => prepare(&config).map(|()| config),
+    let result = match resolved.as_deref().map(Config::from_resolved) {
+        None => Err(anyhow::anyhow!("zibai-worker is started by zibai; run `zibai --help`")),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(config)) if check => return check_app(&config),
+        Some(Ok(config)) => prepare(&config).map(|()| config),
     };
     let result = match result {
         Err(e) => Err(e),

@@ -292,12 +292,11 @@ struct Raw {
     values: HashMap<&'static str, Value>,
 }
 
-fn gather(args: &Args, env: &dyn Fn(&str) -> Option<String>, file: Option<&File>) -> Result<Raw, ConfigError> {
+fn gather(args: Option<&Args>, env: &dyn Fn(&str) -> Option<String>, file: Option<&File>) -> Result<Raw, ConfigError> {
     let mut values = HashMap::new();
     for &(id, kind) in OPTIONS {
         let from_args = || -> Vec<Item> {
-            args.matches
-                .get_raw(id)
+            args.and_then(|a| a.matches.get_raw(id))
                 .into_iter()
                 .flatten()
                 .map(|s| quoted(&s.to_string_lossy()))
@@ -305,7 +304,7 @@ fn gather(args: &Args, env: &dyn Fn(&str) -> Option<String>, file: Option<&File>
         };
         // An empty variable counts as unset (as `FOO= zibai` often means).
         let from_env = env(&env_var(id)).filter(|v| !v.is_empty());
-        let value = if args.given(id) {
+        let value = if args.is_some_and(|a| a.given(id)) {
             let items = from_args();
             Some(Value {
                 origin: Origin::CommandLine,
@@ -650,7 +649,7 @@ pub(super) fn resolve(args: &Args, env: &dyn Fn(&str) -> Option<String>, cwd: &P
     };
     let file_path = file_path.map(|p| absolute(cwd, &p.to_string_lossy()));
     let file = file_path.as_deref().map(File::read).transpose()?;
-    let raw = gather(args, env, file.as_ref())?;
+    let raw = gather(Some(args), env, file.as_ref())?;
     let sources = Sources::Args {
         argv: args.argv.clone(),
         cwd: cwd.to_path_buf(),
@@ -660,10 +659,12 @@ pub(super) fn resolve(args: &Args, env: &dyn Fn(&str) -> Option<String>, cwd: &P
     Ok(config)
 }
 
+/// A worker's configuration: the master's resolved text alone. It names
+/// every value, defaults included, so no command line is parsed (the worker
+/// binary does without clap's parser, a quarter of its code).
 pub(super) fn from_resolved(text: &str) -> Result<Config, ConfigError> {
-    let args = Args::try_parse_from(["zibai"]).map_err(|e| ConfigError::Usage(Box::new(e)))?;
     let file = File::parse(format!("resolved configuration (${RESOLVED_ENV})"), text)?;
-    let raw = gather(&args, &|_| None, Some(&file))?;
+    let raw = gather(None, &|_| None, Some(&file))?;
     // Every path in the text is already absolute.
     build(&raw, Path::new("/"), Sources::Resolved(text.to_string()))
 }
