@@ -60,18 +60,17 @@ pub struct Shared {
 }
 
 /// What each app thread is doing: detached, attached in the loop between
-/// requests, or serving a request since a given time. The thread at the
-/// head of the [`GilQueue`] reads it to decide whether to wait for a
-/// request at all: while another thread holds the GIL and is getting
-/// through requests, that thread takes the ready ones itself, and a second
-/// thread taking one would only make it hand the GIL over.
+/// requests (or holding a request it is about to attach for), or serving a
+/// request since a given time. [`Pool`] reads it to decide whether an idle
+/// thread should wait for requests at all: while another thread holds the
+/// GIL and is getting through requests, that thread takes the ready ones
+/// itself, and a second thread taking one would only make it hand the GIL
+/// over.
 pub struct Activity {
     /// Per thread: [`DETACHED`], [`IN_LOOP`], or the start of the request it
     /// serves in nanoseconds since `epoch`, plus [`SERVING_BASE`].
     threads: Vec<AtomicU64>,
     epoch: Instant,
-    /// Signalled when a thread detaches for want of work.
-    idle: (Mutex<()>, Condvar),
 }
 
 const DETACHED: u64 = 0;
@@ -82,16 +81,14 @@ const SERVING_BASE: u64 = 2;
 /// (holding the GIL) rather than waiting (a database, a sleep, a slow
 /// client), so the thread serving it will soon take the next one.
 const PRESUMED_RUNNING: Duration = Duration::from_micros(200);
-/// How long the head of the queue defers to a busy thread before it looks
-/// again.
-const DEFER_STEP: Duration = Duration::from_millis(1);
+/// How often the watching thread looks whether the busy threads still are.
+const WATCH_STEP: Duration = Duration::from_millis(1);
 
 impl Activity {
     pub fn new(threads: usize) -> Activity {
         Activity {
             threads: (0..threads).map(|_| AtomicU64::new(DETACHED)).collect(),
             epoch: Instant::now(),
-            idle: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -104,14 +101,6 @@ impl Activity {
         self.set(me, SERVING_BASE + since);
     }
 
-    /// Leaving the GIL for want of work: a thread deferring to this one
-    /// must wait for requests itself now.
-    fn detached(&self, me: usize) {
-        self.set(me, DETACHED);
-        let _g = self.idle.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.idle.1.notify_all();
-    }
-
     /// Whether another thread is attached and getting through requests.
     fn busy_other_than(&self, me: usize) -> bool {
         let now = self.epoch.elapsed().as_nanos() as u64;
@@ -120,18 +109,6 @@ impl Activity {
             let s = t.load(Ordering::Relaxed);
             i != me && (s == IN_LOOP || (s >= SERVING_BASE && now.saturating_sub(s - SERVING_BASE) < fresh))
         })
-    }
-
-    /// Waits (detached) while another thread is busy, in steps of
-    /// [`DEFER_STEP`], or until one detaches for want of work.
-    fn defer_to_busy(&self, me: usize) {
-        let mut g = self.idle.0.lock().unwrap_or_else(|p| p.into_inner());
-        while self.busy_other_than(me) {
-            g = match self.idle.1.wait_timeout(g, DEFER_STEP) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
     }
 }
 
@@ -231,62 +208,134 @@ const DEFER_IF_UNDER: Duration = Duration::from_micros(200);
 /// How long a thread keeps the GIL for ready requests while another waits.
 const GIL_SLICE: Duration = Duration::from_millis(1);
 
-/// A first-come first-served queue in front of epoll and the GIL for our
-/// threads (leader/follower): only the thread at the head of the queue
-/// waits in epoll for a request; the others wait their turn, so ready
-/// requests stay in the kernel's queue, where the thread holding the GIL
-/// takes them in order, instead of sitting in threads that wait for the GIL.
+/// Which idle thread waits for the next request. At most one thread, the
+/// listener, waits in epoll; a thread that finds nothing more to serve
+/// becomes the listener itself if there is none (under load that is the
+/// thread that just served, so one thread alternates between epoll and the
+/// app, as a single-threaded server would, and the others sleep). Of the
+/// other idle threads one watches: every [`WATCH_STEP`] it looks whether
+/// the listener's place is free while no thread is getting through
+/// requests (they all wait in the app: a sleep, a database), and takes it,
+/// handing the watch to a benched thread. The rest sleep on the bench.
 ///
-/// Why not let every idle thread wait in epoll: CPython's GIL is not fair.
-/// A thread that releases it and asks again at once usually gets it back
-/// before a waiter wakes, and each such re-acquisition cancels the waiter's
-/// forced-switch request. Measured with two threads under wrk, a thread
-/// holding a ready request waited up to 1.6 s for the GIL.
-struct GilQueue {
-    /// (next ticket, ticket whose turn it is)
-    state: Mutex<(u64, u64)>,
-    /// A waiter sleeps on the slot of its ticket, so a turn wakes the next
-    /// thread alone rather than every queued one (slots are shared only with
-    /// more than TURN_SLOTS waiters, who then re-check their ticket).
-    turn: [Condvar; TURN_SLOTS],
-    /// The thread whose turn it is holds a request and waits for the GIL.
+/// One listener keeps ready requests in the kernel's queue, where the
+/// thread holding the GIL takes them in order, instead of in threads that
+/// wait for the GIL. CPython's GIL is not fair: a thread that releases it
+/// and asks again at once usually gets it back before a waiter wakes, and
+/// each such re-acquisition cancels the waiter's forced-switch request.
+/// Measured with two threads under wrk, a thread holding a ready request
+/// waited up to 1.6 s for the GIL. So the thread holding the GIL gives it
+/// up after a slice when the listener holds a request (`ready`), and does
+/// not take it back before the listener has attached.
+struct Pool {
+    state: Mutex<PoolState>,
+    /// The watching thread sleeps here.
+    watch: Condvar,
+    /// The benched threads sleep here, and threads waiting for `ready` to clear.
+    bench: Condvar,
+    /// The listener holds a request and waits for the GIL.
     ready: AtomicBool,
 }
 
-const TURN_SLOTS: usize = 64;
+struct PoolState {
+    listening: bool,
+    watching: bool,
+    /// The watcher sleeps without a timeout (the listener is in epoll and
+    /// nobody is busy): the listener wakes it when it leaves.
+    watch_untimed: bool,
+    benched: usize,
+    /// Threads waiting for the listener to attach before they do.
+    yielded: usize,
+}
 
-static GIL_QUEUE: GilQueue = GilQueue {
-    state: Mutex::new((0, 0)),
-    turn: [const { Condvar::new() }; TURN_SLOTS],
+static POOL: Pool = Pool {
+    state: Mutex::new(PoolState {
+        listening: false,
+        watching: false,
+        watch_untimed: false,
+        benched: 0,
+        yielded: 0,
+    }),
+    watch: Condvar::new(),
+    bench: Condvar::new(),
     ready: AtomicBool::new(false),
 };
 
-impl GilQueue {
-    fn lock(&self) -> MutexGuard<'_, (u64, u64)> {
-        // Only integers behind it: a poisoned lock holds nothing broken.
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // Only flags and counts behind it: a poisoned lock holds nothing broken.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits, detached, until every thread that queued earlier has attached.
-    fn wait_turn(&self) {
-        let mut g = self.lock();
-        let ticket = g.0;
-        g.0 += 1;
-        let slot = &self.turn[ticket as usize % TURN_SLOTS];
-        while g.1 != ticket {
-            g = slot.wait(g).unwrap_or_else(|p| p.into_inner());
+    /// Detached: waits until this thread is the listener, then for a
+    /// request (see [`Pool`]).
+    fn next_request(&self, shared: &Shared, me: usize) -> Option<Box<Conn>> {
+        let free = |st: &PoolState| !st.listening && !shared.activity.busy_other_than(me);
+        let mut st = self.lock();
+        loop {
+            if free(&st) {
+                st.listening = true;
+                drop(st);
+                let found = next_request(shared, None, EpollTimeout::NONE);
+                // Busy from here on, for the watcher's sake.
+                shared.activity.set(me, IN_LOOP);
+                self.ready.store(true, Ordering::Relaxed);
+                let mut st = self.lock();
+                st.listening = false;
+                if st.watch_untimed {
+                    self.watch.notify_one();
+                }
+                return found;
+            }
+            if !st.watching {
+                st.watching = true;
+                loop {
+                    st.watch_untimed = st.listening && !shared.activity.busy_other_than(me);
+                    st = if st.watch_untimed {
+                        self.watch.wait(st).unwrap_or_else(|p| p.into_inner())
+                    } else {
+                        match self.watch.wait_timeout(st, WATCH_STEP) {
+                            Ok((g, _)) => g,
+                            Err(p) => p.into_inner().0,
+                        }
+                    };
+                    st.watch_untimed = false;
+                    if free(&st) {
+                        break;
+                    }
+                }
+                st.watching = false;
+                if st.benched > 0 {
+                    self.bench.notify_one();
+                }
+                continue;
+            }
+            st.benched += 1;
+            st = self.bench.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.benched -= 1;
         }
     }
 
-    /// Called once attached: the next in line may go.
+    /// Called once the listener has attached with its request.
     fn attached(&self) {
         self.ready.store(false, Ordering::Relaxed);
-        let mut g = self.lock();
-        g.1 += 1;
-        let (waiting, next) = (g.0 > g.1, g.1);
-        drop(g);
-        if waiting {
-            self.turn[next as usize % TURN_SLOTS].notify_all();
+        let st = self.lock();
+        if st.yielded > 0 {
+            self.bench.notify_all();
+        }
+    }
+
+    /// Detached, after giving the GIL up to the listener: waits until it
+    /// has attached, so that this thread does not take the GIL back first.
+    fn wait_listener_attached(&self) {
+        let mut st = self.lock();
+        while self.ready.load(Ordering::Relaxed) {
+            st.yielded += 1;
+            st = match self.bench.wait_timeout(st, WATCH_STEP) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+            st.yielded -= 1;
         }
     }
 }
@@ -296,20 +345,27 @@ impl GilQueue {
 /// the next ready request with non-blocking calls while still attached:
 /// under load there usually is one, and keeping the GIL then saves a
 /// hand-off. It gives the GIL up when nothing is ready, or after a slice if
-/// the thread at the head of the [`GilQueue`] holds a request.
+/// the listener holds a request (see [`Pool`]).
 ///
 /// Measured on examples/hello.py, wrk -t1 -c32, this 2-core machine (req/s,
 /// p99): one detach per syscall, 10 threads: 53k; one detach per request:
 /// 59k, 87 ms; plus the attached fast path: 80k, 87 ms (GIL starvation);
-/// plus the queue: 82k, 1.2 ms (2 threads: 91k, 0.8 ms; 1 thread: 94k).
+/// plus one thread at a time in epoll: 82k, 1.2 ms.
 ///
-/// The thread at the head of the queue first defers to a thread that is
-/// getting through requests (see [`Activity`]); without that, under load it
-/// took a ready request at once and the serving thread handed the GIL over
-/// every slice, about 900 times a second. Flask, 10 threads, alternating
-/// runs: 15.1k/13.4k req/s, p99 3.8/4.5 ms before; 18.7k/18.3k, 3.1 ms
-/// after. hello: 100.0k/99.1k, p99 1.13 ms/733 us before; 102.6k/105.8k,
-/// 493/468 us after.
+/// An idle thread waits for requests only while no other thread is getting
+/// through them (see [`Activity`]); without that, under load it took a
+/// ready request at once and the serving thread handed the GIL over every
+/// slice, about 900 times a second (Flask, 10 threads: 15.1k/13.4k req/s,
+/// p99 3.8/4.5 ms before; 18.7k/18.3k, 3.1 ms after).
+///
+/// The thread that runs out of work becomes the listener itself, rather
+/// than queueing behind the other idle threads: before, every dry spell
+/// passed the work to the next thread in a first-come first-served queue,
+/// so all ten threads took turns (hello at 2 processes, 4 s: 42k and 70k
+/// voluntary context switches per worker, every thread alike; after, 4k
+/// over at most 4 threads when one worker has the connections). Alternating
+/// runs, hello at 2 processes: 78k-83k req/s before, 83k-98k after; at 1
+/// process unchanged (about 100k).
 pub fn thread_main(shared: &Shared, me: usize) {
     Python::attach(|py| {
         shared.activity.set(me, IN_LOOP);
@@ -339,24 +395,29 @@ pub fn thread_main(shared: &Shared, me: usize) {
             // once this one has had it for a slice, rather than after the
             // interpreter's 5 ms switch interval (and then only by force).
             let mut conn = None;
-            if attached_since.elapsed() < GIL_SLICE || !GIL_QUEUE.ready.load(Ordering::Relaxed) {
+            if attached_since.elapsed() < GIL_SLICE || !POOL.ready.load(Ordering::Relaxed) {
                 conn = next_request(shared, carried.take(), EpollTimeout::ZERO);
             }
             if conn.is_none() {
-                // Nothing more to serve now: what is finished goes out
-                // before this thread waits.
+                // Nothing more to serve now, or the slice is over: what is
+                // finished goes out before this thread waits.
                 flush_batch(shared, &mut batch);
-                conn = py.detach(|| {
-                    shared.activity.detached(me);
-                    GIL_QUEUE.wait_turn();
-                    if carried.is_none() {
-                        shared.activity.defer_to_busy(me);
+                let listened;
+                (conn, listened) = py.detach(|| {
+                    shared.activity.set(me, DETACHED);
+                    if let Some(conn) = carried {
+                        // The slice is over: the listener attaches first.
+                        POOL.wait_listener_attached();
+                        if let Some(ready) = drive(shared, conn) {
+                            shared.activity.set(me, IN_LOOP);
+                            return (Some(ready), false);
+                        }
                     }
-                    let found = next_request(shared, carried, EpollTimeout::NONE);
-                    GIL_QUEUE.ready.store(true, Ordering::Relaxed);
-                    found
+                    (POOL.next_request(shared, me), true)
                 });
-                GIL_QUEUE.attached();
+                if listened {
+                    POOL.attached();
+                }
                 shared.activity.set(me, IN_LOOP);
                 attached_since = Instant::now();
             }
