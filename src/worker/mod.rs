@@ -161,6 +161,10 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                 // 100 ms of slack is noise and costs nothing per request.
                 loop {
                     std::thread::sleep(Duration::from_millis(100));
+                    // The last resort for events stashed by a thread stuck
+                    // in the app when no other thread could put them back
+                    // (see server::Stash); the watcher does it within 1 ms.
+                    s.activity.release_stuck_stashes(&s, usize::MAX);
                     let n = s.registry.expire();
                     if n > 0 {
                         log::debug!("closed {n} connections past their deadline");

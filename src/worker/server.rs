@@ -70,6 +70,8 @@ pub struct Activity {
     /// Per thread: [`DETACHED`], [`IN_LOOP`], or the start of the request it
     /// serves in nanoseconds since `epoch`, plus [`SERVING_BASE`].
     threads: Vec<AtomicU64>,
+    /// Per thread: the events it took from epoll beyond the one it serves.
+    stashes: Vec<Stash>,
     epoch: Instant,
 }
 
@@ -88,6 +90,7 @@ impl Activity {
     pub fn new(threads: usize) -> Activity {
         Activity {
             threads: (0..threads).map(|_| AtomicU64::new(DETACHED)).collect(),
+            stashes: (0..threads).map(|_| Stash::default()).collect(),
             epoch: Instant::now(),
         }
     }
@@ -104,11 +107,79 @@ impl Activity {
     /// Whether another thread is attached and getting through requests.
     fn busy_other_than(&self, me: usize) -> bool {
         let now = self.epoch.elapsed().as_nanos() as u64;
-        let fresh = PRESUMED_RUNNING.as_nanos() as u64;
-        self.threads.iter().enumerate().any(|(i, t)| {
-            let s = t.load(Ordering::Relaxed);
-            i != me && (s == IN_LOOP || (s >= SERVING_BASE && now.saturating_sub(s - SERVING_BASE) < fresh))
-        })
+        (0..self.threads.len()).any(|i| i != me && self.busy(i, now))
+    }
+
+    fn busy(&self, i: usize, now: u64) -> bool {
+        let s = self.threads[i].load(Ordering::Relaxed);
+        s == IN_LOOP || (s >= SERVING_BASE && now.saturating_sub(s - SERVING_BASE) < PRESUMED_RUNNING.as_nanos() as u64)
+    }
+
+    fn anything_stashed(&self) -> bool {
+        self.stashes.iter().any(|s| s.len.load(Ordering::Relaxed) > 0)
+    }
+
+    /// Puts back into epoll the events stashed by threads that are stuck in
+    /// the app (serving one request for longer than [`PRESUMED_RUNNING`]),
+    /// for the listener to take.
+    pub fn release_stuck_stashes(&self, shared: &Shared, me: usize) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        for (i, stash) in self.stashes.iter().enumerate() {
+            if i != me && stash.len.load(Ordering::Relaxed) > 0 && !self.busy(i, now) {
+                hand_back(shared, stash.take_all());
+            }
+        }
+    }
+}
+
+/// Events one thread took from epoll in one wait beyond the first, served
+/// by that thread next. Taking several per wait saves a system call per
+/// request under load (bjoern takes up to 16). A thread stuck in the app
+/// must not keep them: the watching thread puts them back into epoll (see
+/// [`Activity::release_stuck_stashes`]), and a thread that gives the GIL up
+/// puts its own back first.
+#[derive(Default)]
+struct Stash {
+    tokens: Mutex<std::collections::VecDeque<u64>>,
+    /// `tokens.len()`, read without the lock.
+    len: std::sync::atomic::AtomicUsize,
+}
+
+/// Events taken from epoll per wait.
+const EVENT_BATCH: usize = 8;
+
+impl Stash {
+    fn lock(&self) -> MutexGuard<'_, std::collections::VecDeque<u64>> {
+        // Tokens only: a poisoned lock holds nothing broken.
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop(&self) -> Option<u64> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut q = self.lock();
+        let token = q.pop_front();
+        self.len.store(q.len(), Ordering::Relaxed);
+        token
+    }
+
+    fn push(&self, events: &[EpollEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut q = self.lock();
+        q.extend(events.iter().map(EpollEvent::data));
+        self.len.store(q.len(), Ordering::Relaxed);
+    }
+
+    fn take_all(&self) -> std::collections::VecDeque<u64> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return Default::default();
+        }
+        let mut q = self.lock();
+        self.len.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *q)
     }
 }
 
@@ -235,6 +306,9 @@ struct Pool {
     bench: Condvar,
     /// The listener holds a request and waits for the GIL.
     ready: AtomicBool,
+    /// `PoolState::watching`, read without the lock: a thread stashes
+    /// events only while a watcher can put them back.
+    watched: AtomicBool,
 }
 
 struct PoolState {
@@ -259,6 +333,7 @@ static POOL: Pool = Pool {
     watch: Condvar::new(),
     bench: Condvar::new(),
     ready: AtomicBool::new(false),
+    watched: AtomicBool::new(false),
 };
 
 impl Pool {
@@ -276,7 +351,20 @@ impl Pool {
             if free(&st) {
                 st.listening = true;
                 drop(st);
-                let found = next_request(shared, None, EpollTimeout::NONE);
+                // While another thread's stash is not empty, the listener
+                // also does the watcher's job (there may be no watcher).
+                let found = loop {
+                    let timeout = if shared.activity.anything_stashed() {
+                        shared.activity.release_stuck_stashes(shared, me);
+                        EpollTimeout::from(WATCH_STEP.as_millis() as u16)
+                    } else {
+                        EpollTimeout::NONE
+                    };
+                    match next_request(shared, me, None, timeout) {
+                        None if timeout != EpollTimeout::NONE => continue,
+                        found => break found,
+                    }
+                };
                 // Busy from here on, for the watcher's sake.
                 shared.activity.set(me, IN_LOOP);
                 self.ready.store(true, Ordering::Relaxed);
@@ -289,8 +377,10 @@ impl Pool {
             }
             if !st.watching {
                 st.watching = true;
+                self.watched.store(true, Ordering::Relaxed);
                 loop {
-                    st.watch_untimed = st.listening && !shared.activity.busy_other_than(me);
+                    st.watch_untimed =
+                        st.listening && !shared.activity.busy_other_than(me) && !shared.activity.anything_stashed();
                     st = if st.watch_untimed {
                         self.watch.wait(st).unwrap_or_else(|p| p.into_inner())
                     } else {
@@ -300,11 +390,13 @@ impl Pool {
                         }
                     };
                     st.watch_untimed = false;
+                    shared.activity.release_stuck_stashes(shared, me);
                     if free(&st) {
                         break;
                     }
                 }
                 st.watching = false;
+                self.watched.store(false, Ordering::Relaxed);
                 if st.benched > 0 {
                     self.bench.notify_one();
                 }
@@ -396,12 +488,14 @@ pub fn thread_main(shared: &Shared, me: usize) {
             // interpreter's 5 ms switch interval (and then only by force).
             let mut conn = None;
             if attached_since.elapsed() < GIL_SLICE || !POOL.ready.load(Ordering::Relaxed) {
-                conn = next_request(shared, carried.take(), EpollTimeout::ZERO);
+                conn = next_request(shared, me, carried.take(), EpollTimeout::ZERO);
             }
             if conn.is_none() {
                 // Nothing more to serve now, or the slice is over: what is
-                // finished goes out before this thread waits.
+                // finished goes out before this thread waits, and what it
+                // took from epoll goes back.
                 flush_batch(shared, &mut batch);
+                hand_back(shared, shared.activity.stashes[me].take_all());
                 let listened;
                 (conn, listened) = py.detach(|| {
                     shared.activity.set(me, DETACHED);
@@ -461,37 +555,76 @@ fn flush_batch(shared: &Shared, batch: &mut Vec<Served>) {
     }
 }
 
-/// Drives `current` and then whatever epoll reports, until a connection
-/// holds a complete request. Every call in here is non-blocking except the
-/// epoll wait itself, which waits up to `timeout` (and with a zero timeout,
-/// nothing ready means `None`).
-fn next_request(shared: &Shared, mut current: Option<Box<Conn>>, timeout: EpollTimeout) -> Option<Box<Conn>> {
-    let mut events = [EpollEvent::empty(); 1];
+/// Drives `current`, then what this thread stashed, then whatever epoll
+/// reports, until a connection holds a complete request. Every call in here
+/// is non-blocking except the epoll wait itself, which waits up to
+/// `timeout` (and when that passes with nothing ready, returns `None`).
+fn next_request(
+    shared: &Shared,
+    me: usize,
+    mut current: Option<Box<Conn>>,
+    timeout: EpollTimeout,
+) -> Option<Box<Conn>> {
+    let stash = &shared.activity.stashes[me];
+    let mut events = [EpollEvent::empty(); EVENT_BATCH];
     loop {
         if let Some(conn) = current.take()
             && let Some(ready) = drive(shared, conn)
         {
             return Some(ready);
         }
-        match shared.epoll.wait(&mut events, timeout) {
-            Ok(0) if timeout == EpollTimeout::ZERO => return None,
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => {
-                log::error!("epoll_wait failed: {e}");
-                return None;
+        let token = match stash.pop() {
+            Some(token) => token,
+            None => {
+                let batch = if POOL.watched.load(Ordering::Relaxed) {
+                    EVENT_BATCH
+                } else {
+                    1
+                };
+                let n = match shared.epoll.wait(&mut events[..batch], timeout) {
+                    Ok(0) if timeout != EpollTimeout::NONE => return None,
+                    Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                    Ok(n) => n,
+                    Err(e) => {
+                        log::error!("epoll_wait failed: {e}");
+                        return None;
+                    }
+                };
+                stash.push(&events[1..n]);
+                events[0].data()
             }
-        }
-        let token = events[0].data();
+        };
         if token == 0 {
             continue;
         } else if token <= MAX_LISTENER_TOKEN {
             current = accept(shared, token as usize - 1);
         } else {
-            // SAFETY: conn tokens are pointers from Box::into_raw in `arm` or
-            // `accept`; the registration is one-shot, so this event hands the
-            // Box to this thread alone until it re-arms it.
-            current = Some(unsafe { Box::from_raw(token as *mut Conn) });
+            current = Some(conn_of(token));
+        }
+    }
+}
+
+/// The connection an epoll event carries.
+fn conn_of(token: u64) -> Box<Conn> {
+    // SAFETY: conn tokens are pointers from Box::into_raw in `arm` or
+    // `accept`; the registration is one-shot, so an event hands the Box to
+    // the thread that took it (or its stash) alone until it is re-armed.
+    unsafe { Box::from_raw(token as *mut Conn) }
+}
+
+/// Puts stashed events back into epoll. A connection is re-armed as it
+/// was (its socket is still ready, so epoll reports it again at once); a
+/// listener is level-triggered and reported again without that.
+fn hand_back(shared: &Shared, tokens: std::collections::VecDeque<u64>) {
+    for token in tokens {
+        if token > MAX_LISTENER_TOKEN {
+            let conn = conn_of(token);
+            let flags = if conn.out_pos < conn.out.len() {
+                EpollFlags::EPOLLOUT
+            } else {
+                EpollFlags::EPOLLIN
+            };
+            arm(shared, conn, flags);
         }
     }
 }

@@ -281,3 +281,33 @@ fn requests_are_served_while_other_threads_wait_in_the_app() {
         assert_eq!(c.read_to_end(Duration::from_millis(1)), Ending::Open(Vec::new()));
     }
 }
+
+/// Requests that arrive together may be taken from epoll by one thread in
+/// one wait; if the first of them waits in the app, the others must not
+/// wait behind it: they are put back for the other threads.
+#[test]
+fn requests_taken_together_do_not_wait_behind_a_slow_one() {
+    let s = Server::start("slow:app", &["-w", "3"]);
+    for round in 0..3 {
+        let mut sleeper = s.connect();
+        let mut fast: Vec<Client> = (0..6).map(|_| s.connect()).collect();
+        // Every connection accepted (and idle) before the requests go out.
+        assert_eq!(fast[0].get("/").text(), "fast");
+        let started = std::time::Instant::now();
+        sleeper.send(format!("GET /sleep?s=2&id={round} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        for c in &mut fast {
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        for c in &mut fast {
+            c.set_read_timeout(Duration::from_secs(10));
+            assert_eq!(c.response().text(), "fast");
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "round {round}: the quick requests took {took:?}, behind a 2 s sleep"
+        );
+        sleeper.set_read_timeout(Duration::from_secs(10));
+        assert_eq!(sleeper.response().text(), format!("slept {round}"));
+    }
+}
