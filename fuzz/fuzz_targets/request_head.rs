@@ -1,12 +1,13 @@
 //! `parse_request` on arbitrary bytes: never panics; a head it accepts is
 //! exactly `head_len` bytes long (one byte fewer is incomplete; the bytes
 //! after it change nothing); a head it refuses is, cut shorter, incomplete or
-//! refused with the same status.
+//! refused with the same status; a head recorded as a HeadIndex reads back
+//! the same.
 #![no_main]
 
 use httparse::EMPTY_HEADER;
 use libfuzzer_sys::fuzz_target;
-use zibai::proto::request::{Limits, parse_request};
+use zibai::proto::request::{HeadIndex, Limits, parse_request};
 
 fuzz_target!(|data: &[u8]| {
     let small = Limits {
@@ -44,6 +45,15 @@ fn check(data: &[u8], limits: &Limits) {
     assert!(r.head_len <= limits.max_head_size);
     assert!(r.headers.len() <= limits.max_headers);
     let (head_len, target, body, nheaders) = (r.head_len, r.target, r.body, r.headers.len());
+
+    // Recorded as offsets, the head reads back the same.
+    let mut index = HeadIndex::default();
+    index.record(data, &r);
+    let mut storage = vec![EMPTY_HEADER; nheaders];
+    let back = index.view(data, &mut storage).expect("a recorded head reads back");
+    assert_eq!((back.method, back.target, back.version), (r.method, r.target, r.version));
+    assert_eq!((back.body, back.keep_alive, back.head_len), (r.body, r.keep_alive, r.head_len));
+    assert!(back.headers.iter().zip(r.headers).all(|(a, b)| a.name == b.name && a.value == b.value));
 
     let mut again = vec![EMPTY_HEADER; limits.max_headers];
     let exact = parse_request(&data[..head_len], &mut again, limits)

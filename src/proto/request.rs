@@ -347,6 +347,83 @@ pub fn parse_request<'h, 'b>(
     }))
 }
 
+/// A parsed head kept as offsets into the buffer it was parsed from, so a
+/// head is parsed once (to learn that it is complete and valid) and read
+/// again later (to build the environ) without borrowing the buffer in
+/// between. The buffer must not change between [`record`](HeadIndex::record)
+/// and [`view`](HeadIndex::view); `view` re-checks every string it hands
+/// out, so a changed buffer gives `None`, never a wrong `&str`.
+#[derive(Debug, Default)]
+pub struct HeadIndex {
+    recorded: bool,
+    method: (usize, usize),
+    target: (usize, usize),
+    version: Option<Version>,
+    /// (name start, name end, value start, value end) per header.
+    headers: Vec<[usize; 4]>,
+    body: Option<BodyKind>,
+    keep_alive: bool,
+    expect_continue: bool,
+    head_len: usize,
+}
+
+impl HeadIndex {
+    /// Remembers `req`, a head parsed from `buf`.
+    pub fn record(&mut self, buf: &[u8], req: &Request<'_, '_>) {
+        let base = buf.as_ptr() as usize;
+        let span = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            (start, start + s.len())
+        };
+        self.method = span(req.method.as_bytes());
+        self.target = span(req.target.as_bytes());
+        self.version = Some(req.version);
+        self.headers.clear();
+        self.headers.extend(req.headers.iter().map(|h| {
+            let (n0, n1) = span(h.name.as_bytes());
+            let (v0, v1) = span(h.value);
+            [n0, n1, v0, v1]
+        }));
+        self.body = Some(req.body);
+        self.keep_alive = req.keep_alive;
+        self.expect_continue = req.expect_continue;
+        self.head_len = req.head_len;
+        self.recorded = true;
+    }
+
+    /// Forgets the recorded head (the buffer is about to change).
+    pub fn clear(&mut self) {
+        self.recorded = false;
+    }
+
+    /// The recorded head, read from `buf` (the same bytes it was parsed
+    /// from) with header storage from the caller; `None` if nothing is
+    /// recorded or does not fit.
+    pub fn view<'h, 'b>(&self, buf: &'b [u8], storage: &'h mut [Header<'b>]) -> Option<Request<'h, 'b>> {
+        if !self.recorded || storage.len() < self.headers.len() || buf.len() < self.head_len {
+            return None;
+        }
+        let text = |(a, b): (usize, usize)| std::str::from_utf8(buf.get(a..b)?).ok();
+        for (slot, &[n0, n1, v0, v1]) in storage.iter_mut().zip(&self.headers) {
+            *slot = Header {
+                name: text((n0, n1))?,
+                value: buf.get(v0..v1)?,
+            };
+        }
+        let headers: &'h [Header<'b>] = storage;
+        Some(Request {
+            method: text(self.method)?,
+            target: text(self.target)?,
+            version: self.version?,
+            headers: &headers[..self.headers.len()],
+            body: self.body?,
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+            head_len: self.head_len,
+        })
+    }
+}
+
 enum Line {
     /// No LF yet; `len` bytes of the line so far, not counting a trailing CR
     /// that may be the start of its CRLF.
@@ -708,6 +785,24 @@ mod tests {
 
     fn parse(buf: &[u8]) -> Result<Option<Owned>, RequestError> {
         parse_with(buf, &Limits::default())
+    }
+
+    #[test]
+    fn head_index_reads_back_what_was_parsed() {
+        let buf = b"\r\nPOST /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nX-Y:  z \r\n\r\nabcGET";
+        let limits = Limits::default();
+        let mut headers = vec![EMPTY_HEADER; limits.max_headers];
+        let req = parse_request(buf, &mut headers, &limits).unwrap().unwrap();
+        let mut index = HeadIndex::default();
+        index.record(buf, &req);
+        let want = Owned::from(req);
+        let mut storage = [EMPTY_HEADER; 8];
+        assert_eq!(index.view(buf, &mut storage).map(Owned::from), Some(want));
+        // Too little storage, a shorter buffer, or nothing recorded: None.
+        assert!(index.view(buf, &mut storage[..2]).is_none());
+        assert!(index.view(&buf[..20], &mut storage).is_none());
+        index.clear();
+        assert!(index.view(buf, &mut storage).is_none());
     }
 
     /// An owned copy, so results of different calls can be compared.

@@ -33,7 +33,7 @@ use crate::logging::access::{AccessLog, Record};
 use crate::master::listeners::{Listener, Local};
 use crate::proto::forwarded::{client_from_x_forwarded_for, scheme_from_headers};
 use crate::proto::proxy::ProxyHeader;
-use crate::proto::request::{BodyKind, Request, RequestError, Version, parse_request};
+use crate::proto::request::{BodyKind, HeadIndex, Request, RequestError, Version, parse_request};
 use crate::proto::response::simple_response;
 
 /// Bodies up to this size are waited for before the app is called, so a
@@ -201,6 +201,9 @@ struct Conn {
     close_after_out: bool,
     /// `--proxy-protocol` and a trusted peer: a PROXY header comes first.
     proxy_pending: bool,
+    /// The head `drive` parsed, for `serve` (the buffer does not change in
+    /// between).
+    head: HeadIndex,
     /// In the epoll set yet (a new connection is read once before it is).
     registered: bool,
 }
@@ -746,6 +749,7 @@ fn accept(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
             close_after_out: false,
             proxy_pending,
             registered: false,
+            head: HeadIndex::default(),
         });
         if let Some(older) = newest.replace(conn) {
             arm(shared, older, EpollFlags::EPOLLIN);
@@ -848,6 +852,21 @@ fn with_request<R>(
     }
 }
 
+/// The head `drive` recorded in `index`, or (if none) parsed again.
+fn with_parsed<R>(
+    buf: &[u8],
+    index: &HeadIndex,
+    limits: &crate::proto::request::Limits,
+    f: impl FnOnce(Result<Option<Request<'_, '_>>, RequestError>) -> R,
+) -> R {
+    const ON_STACK: usize = 32;
+    let mut storage = [httparse::EMPTY_HEADER; ON_STACK];
+    match index.view(buf, &mut storage) {
+        Some(req) => f(Ok(Some(req))),
+        None => with_request(buf, limits, f),
+    }
+}
+
 /// Without the GIL: flushes a parked response, reads, and checks for a
 /// complete request. Returns the connection when one is ready to serve;
 /// otherwise it has been re-armed or closed.
@@ -930,7 +949,8 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
             }
         }
         let trusted_peer = trusted(shared, &conn.peer);
-        let verdict = with_request(&conn.buf, limits, |parsed| match parsed {
+        let Conn { buf, head, .. } = &mut *conn;
+        let verdict = with_request(buf, limits, |parsed| match parsed {
             // Conflicting scheme headers from a proxy we trust: gunicorn's
             // InvalidSchemeHeaders, a 400.
             Ok(Some(req)) if trusted_peer && scheme_from_headers(req.headers).is_err() => Err((
@@ -944,7 +964,10 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 {
                     Need::Body(req.head_len + n as usize)
                 }
-                _ => Need::Nothing,
+                _ => {
+                    head.record(buf, &req);
+                    Need::Nothing
+                }
             }),
             Ok(None) => Ok(Need::Head),
             Err(e) => Err((e.status(), e.reason(), e.to_string())),
@@ -1003,7 +1026,8 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
         return None;
     };
     let trusted_peer = trusted(shared, &conn.peer);
-    let parsed = with_request(&conn.buf, limits, |parsed| {
+    let head = std::mem::take(&mut conn.head);
+    let parsed = with_parsed(&conn.buf, &head, limits, |parsed| {
         // `drive` only hands over connections holding a complete, valid head.
         let req = parsed.ok().flatten()?;
         let forwarded = if trusted_peer {
@@ -1067,6 +1091,9 @@ fn serve(py: Python<'_>, shared: &Shared, mut conn: Box<Conn>) -> Option<Served>
             environ,
         })
     });
+    // Its allocation serves the connection's next request.
+    conn.head = head;
+    conn.head.clear();
     let Some(Head {
         http11,
         head_len,
