@@ -45,7 +45,11 @@ struct Keys {
     http11: Py<PyString>,
     http10: Py<PyString>,
     empty: Py<PyString>,
+    /// The usual methods, as interned strings (no new str per request).
+    methods: Vec<(&'static str, Py<PyString>)>,
 }
+
+const COMMON_METHODS: [&str; 7] = ["GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"];
 
 /// Request headers common enough to deserve a precomputed environ key.
 const COMMON_HEADERS: [&str; 24] = [
@@ -221,6 +225,7 @@ impl Statics {
                 http11: i("HTTP/1.1"),
                 http10: i("HTTP/1.0"),
                 empty: i(""),
+                methods: COMMON_METHODS.iter().map(|m| (*m, i(m))).collect(),
             },
             common_headers: COMMON_HEADERS.iter().map(|h| (*h, i(&environ_key(h)))).collect(),
             file_wrapper: file_wrapper.unbind(),
@@ -250,10 +255,15 @@ impl Statics {
     ) -> PyResult<Bound<'py, PyDict>> {
         let k = &self.keys;
         let env = self.template.bind(py).copy()?;
-        env.set_item(k.request_method.bind(py), PyString::new(py, req.method))?;
+        let method = match k.methods.iter().find(|(m, _)| *m == req.method) {
+            Some((_, m)) => m.bind(py).clone(),
+            None => PyString::new(py, req.method),
+        };
+        env.set_item(k.request_method.bind(py), method)?;
         let target = req.target.as_bytes();
-        env.set_item(k.request_uri.bind(py), latin1(py, target))?;
-        env.set_item(k.raw_uri.bind(py), latin1(py, target))?;
+        let target_str = latin1(py, target);
+        env.set_item(k.request_uri.bind(py), &target_str)?;
+        env.set_item(k.raw_uri.bind(py), &target_str)?;
         // absolute-form: keep only the path and query.
         let origin = if target.first() != Some(&b'/') && target != b"*" {
             match target
@@ -289,7 +299,13 @@ impl Statics {
                 path_info = &path_info[p.len()..];
             }
         }
-        env.set_item(k.path_info.bind(py), latin1(py, path_info))?;
+        // Usually the whole target ("/", "/users/7"): the same str.
+        let path_info = if path_info == target {
+            target_str
+        } else {
+            latin1(py, path_info)
+        };
+        env.set_item(k.path_info.bind(py), path_info)?;
         env.set_item(
             k.query_string.bind(py),
             if query.is_empty() {
