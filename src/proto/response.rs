@@ -3,6 +3,8 @@
 
 use std::io::Write as _;
 
+use super::request::{is_field_byte, is_tchar};
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
     #[error("invalid status {0:?}: expected three digits, a space and a reason phrase")]
@@ -30,29 +32,9 @@ pub fn parse_status(status: &str) -> Result<u16, ResponseError> {
     Ok(u16::from(b[0] - b'0') * 100 + u16::from(b[1] - b'0') * 10 + u16::from(b[2] - b'0'))
 }
 
-/// RFC 9110 token characters.
+/// RFC 9110 token characters (the request parser's table).
 pub fn is_token(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter().all(|&c| {
-            c.is_ascii_alphanumeric()
-                || matches!(
-                    c,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
+    !s.is_empty() && s.iter().all(|&c| is_tchar(c))
 }
 
 /// Refuses anything that could split or smuggle a header: CR, LF, NUL and
@@ -61,7 +43,7 @@ pub fn validate_header(name: &str, value: &[u8]) -> Result<(), ResponseError> {
     if !is_token(name.as_bytes()) {
         return Err(ResponseError::HeaderName(name.to_string()));
     }
-    if value.iter().any(|&c| (c < b' ' && c != b'\t') || c == 0x7f) {
+    if !value.iter().all(|&c| is_field_byte(c)) {
         return Err(ResponseError::HeaderValue {
             name: name.to_string(),
             value: String::from_utf8_lossy(value).into_owned(),
