@@ -602,16 +602,22 @@ fn next_request(
         } else if token <= MAX_LISTENER_TOKEN {
             current = accept(shared, token as usize - 1);
         } else {
-            current = Some(conn_of(token));
+            // SAFETY: a conn token just taken from epoll or this thread's stash.
+            current = Some(unsafe { conn_of(token) });
         }
     }
 }
 
 /// The connection an epoll event carries.
-fn conn_of(token: u64) -> Box<Conn> {
-    // SAFETY: conn tokens are pointers from Box::into_raw in `arm` or
-    // `accept`; the registration is one-shot, so an event hands the Box to
-    // the thread that took it (or its stash) alone until it is re-armed.
+///
+/// # Safety
+/// `token` is the data of an event epoll reported (or a stash kept), above
+/// [`MAX_LISTENER_TOKEN`], and not turned into a `Box` before: conn tokens
+/// are pointers from `Box::into_raw` in `arm` or `accept`, and the
+/// registration is one-shot, so each event hands the Box to one owner until
+/// it is re-armed.
+unsafe fn conn_of(token: u64) -> Box<Conn> {
+    // SAFETY: see the function's contract.
     unsafe { Box::from_raw(token as *mut Conn) }
 }
 
@@ -621,7 +627,8 @@ fn conn_of(token: u64) -> Box<Conn> {
 fn hand_back(shared: &Shared, tokens: std::collections::VecDeque<u64>) {
     for token in tokens {
         if token > MAX_LISTENER_TOKEN {
-            let conn = conn_of(token);
+            // SAFETY: a conn token taken out of a stash, owned by no one else.
+            let conn = unsafe { conn_of(token) };
             let flags = if conn.out_pos < conn.out.len() {
                 EpollFlags::EPOLLOUT
             } else {

@@ -312,6 +312,20 @@ fn a_directory_that_is_not_a_virtualenv_is_refused() {
     );
 }
 
+/// zibai-worker takes its configuration from zibai alone: run by hand, it
+/// says so instead of reading a command line.
+#[test]
+fn zibai_worker_by_hand_says_it_is_started_by_zibai() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zibai-worker"))
+        .arg("echo_app")
+        .env_remove("ZIBAI_RESOLVED_CONFIG")
+        .output()
+        .expect("run zibai-worker");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("zibai-worker is started by zibai"), "{stderr}");
+}
+
 /// The binary finds libpython through the rpath set at build time, and
 /// Python its standard library, with no LD_LIBRARY_PATH or PYTHONHOME.
 #[test]
