@@ -347,7 +347,7 @@ impl Pool {
 
     /// Detached: waits until this thread is the listener, then for a
     /// request (see [`Pool`]).
-    fn next_request(&self, shared: &Shared, me: usize) -> Option<Box<Conn>> {
+    fn wait_for_request(&self, shared: &Shared, me: usize) -> Option<Box<Conn>> {
         let free = |st: &PoolState| !st.listening && !shared.activity.busy_other_than(me);
         let mut st = self.lock();
         loop {
@@ -510,7 +510,7 @@ pub fn thread_main(shared: &Shared, me: usize) {
                             return (Some(ready), false);
                         }
                     }
-                    (POOL.next_request(shared, me), true)
+                    (POOL.wait_for_request(shared, me), true)
                 });
                 if listened {
                     POOL.attached();
