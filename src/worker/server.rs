@@ -222,6 +222,12 @@ impl Shared {
     /// Graceful stop, step one: no new connections.
     pub fn stop_accepting(&self) {
         super::STOPPING.store(true, Ordering::SeqCst);
+        // An app thread that began to accept before the store above
+        // finishes (and registers what it took) before the worker looks
+        // for the last connections; one that begins after it takes nothing.
+        while ACCEPTING.load(Ordering::SeqCst) > 0 {
+            std::thread::yield_now();
+        }
         for (i, l) in self.listeners.iter().enumerate() {
             let _ = self.epoll.delete(l.fd.as_fd());
             // On Linux, shutting down a listening socket makes it refuse
@@ -600,7 +606,7 @@ fn next_request(
         if token == 0 {
             continue;
         } else if token <= MAX_LISTENER_TOKEN {
-            current = accept(shared, token as usize - 1);
+            current = accept_unless_stopping(shared, token as usize - 1);
         } else {
             // SAFETY: a conn token just taken from epoll or this thread's stash.
             current = Some(unsafe { conn_of(token) });
@@ -678,6 +684,25 @@ fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&mut Frame
     conn.sock.set_state(ConnState::Reading);
     shared.registry.set_deadline(&conn.sock, timeouts.header);
     Some(conn)
+}
+
+/// App threads inside [`accept_unless_stopping`].
+static ACCEPTING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An app thread's accept, for a listener event it took from epoll (maybe
+/// before the stop began, or from its stash): nothing once the worker
+/// stops. What is queued then is the stopping thread's to take (see
+/// [`Shared::stop_accepting`]); a connection accepted after the worker
+/// counted its last ones would be closed unanswered at exit.
+fn accept_unless_stopping(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
+    ACCEPTING.fetch_add(1, Ordering::SeqCst);
+    let conn = if super::STOPPING.load(Ordering::SeqCst) {
+        None
+    } else {
+        accept(shared, idx)
+    };
+    ACCEPTING.fetch_sub(1, Ordering::SeqCst);
+    conn
 }
 
 /// Accepts what is queued on listener `idx` (up to a batch). Returns the
