@@ -50,6 +50,7 @@ fn run(config: Config, start: Start) -> anyhow::Result<ExitCode> {
             let control = Control {
                 sock: UnixStream::from(inherited.control),
                 max_requests: inherited.max_requests,
+                balance: inherited.balance,
             };
             Ok(exit_code(worker::run(config, listeners, Role::Worker(control))))
         }

@@ -4,6 +4,7 @@
 //! initialises Python and holds no application state, so there is little in
 //! it to crash.
 
+pub mod balance;
 pub mod daemon;
 pub mod listeners;
 pub mod notify;
@@ -122,6 +123,8 @@ pub struct Master {
     new_master: Option<Pid>,
     /// Started by USR2: the old master, until it exits.
     old_master: Option<Pid>,
+    /// The accept-balancing table the workers share, and its fd for them.
+    balance: (balance::Table, std::os::fd::OwnedFd),
 }
 
 fn random_up_to(max: u64) -> u64 {
@@ -150,7 +153,10 @@ impl Master {
         pidfile: Option<pidfile::Pidfile>,
     ) -> Result<Master, MasterError> {
         let worker_binary = spawn::WorkerBinary::open().map_err(|e| MasterError::Setup(e.to_string()))?;
+        let balance =
+            balance::Table::create().map_err(|e| MasterError::Setup(format!("accept-balancing table: {e}")))?;
         Ok(Master {
+            balance,
             announcer,
             pidfile,
             settled: false,
@@ -293,7 +299,13 @@ impl Master {
             0 => 0,
             n => n + random_up_to(self.config.max_requests_jitter),
         };
-        let spawned = spawn::spawn_worker(&self.worker_binary.path(), &self.listeners, max, &self.config)?;
+        let spawned = spawn::spawn_worker(
+            &self.worker_binary.path(),
+            &self.listeners,
+            self.balance.1.as_fd(),
+            max,
+            &self.config,
+        )?;
         let pid = Pid::from_raw(spawned.child.id() as i32);
         spawned.control.set_nonblocking(true)?;
         // The Child handle is not needed: reaping is done by waitpid(-1).
@@ -537,6 +549,7 @@ impl Master {
                 continue;
             };
             let w = self.workers.remove(i);
+            self.balance.0.forget(pid.as_raw() as u32);
             let ending = supervise::classify(status);
             let expected = w.state == State::Stopping;
             if expected && !matches!(ending, Ending::Signaled(_)) {

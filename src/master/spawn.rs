@@ -6,12 +6,13 @@
 //! binary in place of the `zibai` process.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
+use crate::master::balance::BALANCE_ENV;
 use crate::master::listeners::Listener;
 
 /// Environment variable through which a worker learns its role and its
@@ -30,6 +31,8 @@ pub struct Spawned {
 pub struct Inherited {
     pub control: OwnedFd,
     pub listeners: Vec<RawFd>,
+    /// The accept-balancing table (see `master::balance`).
+    pub balance: Option<OwnedFd>,
     pub max_requests: u64,
 }
 
@@ -128,6 +131,7 @@ fn with_config(cmd: &mut Command, config: &crate::config::Config) {
 pub fn spawn_worker(
     exe: &std::path::Path,
     listeners: &[Listener],
+    balance: BorrowedFd<'_>,
     max_requests: u64,
     config: &crate::config::Config,
 ) -> io::Result<Spawned> {
@@ -136,9 +140,11 @@ pub fn spawn_worker(
     let mut fds: Vec<RawFd> = vec![worker_end.as_raw_fd()];
     fds.extend(listeners.iter().map(|l| l.fd.as_raw_fd()));
     let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
+    fds.push(balance.as_raw_fd());
     let master_pid = nix::unistd::getpid();
     let mut cmd = reexec(exe, fds);
     cmd.env(WORKER_ENV, list)
+        .env(BALANCE_ENV, balance.as_raw_fd().to_string())
         .env(MAX_REQUESTS_ENV, max_requests.to_string());
     with_config(&mut cmd, config);
     // SAFETY: runs in the forked child before exec (after `reexec`'s step)
@@ -206,6 +212,7 @@ pub struct SingleStart {
 /// (the app must not see them). `None`: not started by zibai.
 pub fn start() -> Option<io::Result<Start>> {
     let worker = std::env::var(WORKER_ENV).ok();
+    let balance = std::env::var(BALANCE_ENV).ok();
     let single = std::env::var(SINGLE_ENV).ok();
     let ready = std::env::var(READY_ENV).ok();
     let pidfile = std::env::var_os(PIDFILE_ENV);
@@ -216,7 +223,14 @@ pub fn start() -> Option<io::Result<Start>> {
     // SAFETY: called from main before any other thread exists, so nothing
     // reads the environment concurrently.
     unsafe {
-        for var in [WORKER_ENV, SINGLE_ENV, READY_ENV, PIDFILE_ENV, MAX_REQUESTS_ENV] {
+        for var in [
+            WORKER_ENV,
+            BALANCE_ENV,
+            SINGLE_ENV,
+            READY_ENV,
+            PIDFILE_ENV,
+            MAX_REQUESTS_ENV,
+        ] {
             std::env::remove_var(var);
         }
         if worker.is_some() {
@@ -237,8 +251,19 @@ pub fn start() -> Option<io::Result<Start>> {
             // and handed to this process alone; nothing else here owns it.
             let control = unsafe { OwnedFd::from_raw_fd(control) };
             set_cloexec(&control)?;
+            let balance = match &balance {
+                Some(v) => {
+                    // SAFETY: the table's memfd, handed to this process by
+                    // our master; nothing else here owns it.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd(v, BALANCE_ENV, v)?) };
+                    set_cloexec(&fd)?;
+                    Some(fd)
+                }
+                None => None,
+            };
             Ok(Start::Worker(Inherited {
                 control,
+                balance,
                 listeners: fds.collect::<io::Result<Vec<_>>>()?,
                 max_requests,
             }))

@@ -57,6 +57,8 @@ pub struct Control {
     pub sock: UnixStream,
     /// Requests after which to ask for a replacement; 0 for never.
     pub max_requests: u64,
+    /// The accept-balancing table's memfd (see `master::balance`).
+    pub balance: Option<std::os::fd::OwnedFd>,
 }
 
 /// Sends through the shared writer (set once the worker has booted).

@@ -14,6 +14,7 @@ mod server;
 mod wsgi;
 
 use std::cell::Cell;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,6 +25,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SI
 use signal_hook::iterator::Signals;
 
 use crate::config::Config;
+use crate::master::balance::{PARKED_RECHECK, Table};
 use crate::master::listeners::Listener;
 use crate::master::notify::Announcer;
 use python::LoadError;
@@ -43,6 +45,9 @@ impl WorkerError {
         WorkerError::Setup(format!("{what}: {e}"))
     }
 }
+
+/// How often the timer thread expires deadlines.
+const TIMER_STEP: Duration = Duration::from_millis(100);
 
 /// On a graceful stop, how long a connection accepted just before has to
 /// send its request.
@@ -123,11 +128,16 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
     if !multiprocess {
         control::standalone_max_requests(config.max_requests);
     }
+    let balance = match &role {
+        Role::Worker(c) => c.balance.as_ref().and_then(|fd| join_balance(fd.as_fd(), threads)),
+        Role::Single(_) => None,
+    };
     let shared = Arc::new(Shared {
         config,
         epoll,
         listeners,
-        registry: Registry::new(),
+        registry: Registry::publishing(balance.as_ref().map(|b| b.member().conns())),
+        balance,
         app,
         statics,
         access_log,
@@ -159,8 +169,40 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
             .spawn(move || {
                 // A coarse periodic scan: deadlines are seconds long, so
                 // 100 ms of slack is noise and costs nothing per request.
+                let mut next_scan = Instant::now();
+                let mut queued = false;
                 loop {
-                    std::thread::sleep(Duration::from_millis(100));
+                    let mut step = next_scan.saturating_duration_since(Instant::now());
+                    if let Some(a) = &announcer {
+                        // Single-process mode: wake when systemd's watchdog
+                        // is due, not at the next scan (a ping due just
+                        // after a scan waited a whole step more).
+                        step = step.min(lock(a).max_sleep().unwrap_or(step));
+                    }
+                    match &s.balance {
+                        // Accept balancing: a heartbeat for the other
+                        // workers, and while parked a look every
+                        // PARKED_RECHECK (or when another worker wakes us)
+                        // whether to accept again.
+                        Some(b) => {
+                            let seq = b.member().wake_seq();
+                            b.member().heartbeat();
+                            s.recheck_parked(&mut queued);
+                            if b.is_parked() {
+                                step = step.min(PARKED_RECHECK);
+                            }
+                            b.member().wait(seq, step);
+                            s.unpark_if_due(false);
+                        }
+                        None => std::thread::sleep(step),
+                    }
+                    if let Some(a) = &announcer {
+                        lock(a).tick();
+                    }
+                    if Instant::now() < next_scan {
+                        continue;
+                    }
+                    next_scan = Instant::now() + TIMER_STEP;
                     // The last resort for events stashed by a thread stuck
                     // in the app when no other thread could put them back
                     // (see server::Stash); the watcher does it within 1 ms.
@@ -168,9 +210,6 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                     let n = s.registry.expire();
                     if n > 0 {
                         log::debug!("closed {n} connections past their deadline");
-                    }
-                    if let Some(a) = &announcer {
-                        lock(a).tick();
                     }
                 }
             })
@@ -235,6 +274,9 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
         shared.stop_accepting();
     }
     shared.registry.close_all();
+    if let Some(b) = &shared.balance {
+        b.member().leave();
+    }
     python::run_hook(&hooks.before_died, "before_died");
     Python::attach(|py| {
         for stream in ["stdout", "stderr"] {
@@ -249,6 +291,25 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
         }
     }
     Ok(0)
+}
+
+/// This worker's place in its master's accept-balancing table; without
+/// one it accepts as if alone (logged: it still serves).
+fn join_balance(fd: BorrowedFd<'_>, threads: usize) -> Option<server::Balance> {
+    let table = match Table::open(fd) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("no accept balancing with the other workers: {e}");
+            return None;
+        }
+    };
+    match table.join(std::process::id(), threads) {
+        Some(member) => Some(server::Balance::new(member)),
+        None => {
+            log::warn!("no accept balancing with the other workers: too many workers");
+            None
+        }
+    }
 }
 
 /// glibc gives memory freed at the top of a thread's arena back to the

@@ -10,7 +10,7 @@
 //! can never hit a reused descriptor.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,9 @@ pub struct Registry {
     slab: Mutex<Slab>,
     emptied: Condvar,
     epoch: Instant,
+    /// Where the count is published for the other workers (see
+    /// `master::balance`).
+    published: Option<&'static AtomicU32>,
 }
 
 impl Default for Registry {
@@ -101,6 +104,21 @@ impl Registry {
             slab: Mutex::new(Slab::default()),
             emptied: Condvar::new(),
             epoch: Instant::now(),
+            published: None,
+        }
+    }
+
+    /// A registry that keeps `counter` equal to its number of connections.
+    pub fn publishing(counter: Option<&'static AtomicU32>) -> Self {
+        Registry {
+            published: counter,
+            ..Registry::new()
+        }
+    }
+
+    fn publish(&self, count: usize) {
+        if let Some(c) = self.published {
+            c.store(count.min(u32::MAX as usize) as u32, Ordering::Relaxed);
         }
     }
 
@@ -113,6 +131,7 @@ impl Registry {
     pub fn insert(&self, sock: Arc<ConnSocket>) -> usize {
         let mut s = self.lock();
         s.count += 1;
+        self.publish(s.count);
         match s.free.pop() {
             Some(i) => {
                 s.items[i] = Some(sock);
@@ -130,6 +149,7 @@ impl Registry {
         if s.items.get_mut(slot).and_then(Option::take).is_some() {
             s.free.push(slot);
             s.count -= 1;
+            self.publish(s.count);
             if s.count == 0 {
                 self.emptied.notify_all();
             }
@@ -324,5 +344,21 @@ mod tests {
         let i = r.insert(a);
         r.remove(i);
         assert_eq!(r.insert(b), i);
+    }
+
+    #[test]
+    fn the_published_count_follows_inserts_and_removes() {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let r = Registry::publishing(Some(&COUNT));
+        let (a, _pa) = sock();
+        let (b, _pb) = sock();
+        let i = r.insert(a);
+        let j = r.insert(b);
+        assert_eq!(COUNT.load(Ordering::Relaxed), 2);
+        r.remove(i);
+        r.remove(i);
+        assert_eq!(COUNT.load(Ordering::Relaxed), 1);
+        r.remove(j);
+        assert_eq!(COUNT.load(Ordering::Relaxed), 0);
     }
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -30,6 +31,7 @@ use super::response::{Framed, Response, ResponseSetup, StartResponse};
 use super::wsgi::{ConnInfo, Forwarded, Peer, Statics};
 use crate::config::Config;
 use crate::logging::access::{AccessLog, Record};
+use crate::master::balance::{Member, Park};
 use crate::master::listeners::{Listener, Local};
 use crate::proto::forwarded::{client_from_x_forwarded_for, scheme_from_headers};
 use crate::proto::proxy::ProxyHeader;
@@ -57,6 +59,42 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// What each app thread is doing, for the thread that waits next.
     pub activity: Activity,
+    /// Accept balancing with the other workers; `None` in single-process
+    /// mode (or when the table was full).
+    pub balance: Option<Balance>,
+}
+
+/// This worker's side of accept balancing (see `master::balance`).
+pub struct Balance {
+    member: Member,
+    /// Whether the listeners are out of the epoll set. The lock orders
+    /// parking, unparking and the stop.
+    parked: Mutex<bool>,
+    /// `parked`, read without the lock on every closed connection.
+    parked_hint: AtomicBool,
+}
+
+impl Balance {
+    pub fn new(member: Member) -> Balance {
+        Balance {
+            member,
+            parked: Mutex::new(false),
+            parked_hint: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        // A flag behind it: a poisoned lock holds nothing broken.
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.parked_hint.load(Ordering::Relaxed)
+    }
 }
 
 /// What each app thread is doing: detached, attached in the loop between
@@ -216,12 +254,74 @@ impl Shared {
             let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, i as u64 + 1);
             self.epoll.add(l.fd.as_fd(), ev)?;
         }
+        if let Some(b) = &self.balance {
+            b.member.set_accepting();
+        }
         Ok(())
+    }
+
+    /// After an accept: stops accepting if this worker holds more than its
+    /// share of connections (see `master::balance`). Returns whether it
+    /// does not accept now.
+    fn park_if_past_share(&self) -> bool {
+        let Some(b) = &self.balance else { return false };
+        if self.stopping() {
+            // The stop takes what is queued (see `stop_accepting`).
+            return false;
+        }
+        let wake_first = match b.member.should_park() {
+            Park::No => return false,
+            Park::Yes => false,
+            Park::WakeFirst => true,
+        };
+        let mut parked = b.lock();
+        if *parked {
+            return true;
+        }
+        if self.stopping() {
+            return false;
+        }
+        if wake_first {
+            b.member.wake_least_loaded();
+        }
+        for l in &self.listeners {
+            let _ = self.epoll.delete(l.fd.as_fd());
+        }
+        *parked = true;
+        b.parked_hint.store(true, Ordering::Relaxed);
+        b.member.set_parked();
+        // The timer thread looks again every PARKED_RECHECK from now on.
+        b.member.wake_self();
+        true
+    }
+
+    /// A parked worker takes its listeners back when it is within its
+    /// share again or nobody else accepts, or with `force`. Cheap when not
+    /// parked.
+    pub fn unpark_if_due(&self, force: bool) {
+        let Some(b) = &self.balance else { return };
+        if !b.is_parked() || !(force || b.member.should_unpark()) {
+            return;
+        }
+        let mut parked = b.lock();
+        if !*parked || self.stopping() {
+            return;
+        }
+        if let Err(e) = self.register_listeners() {
+            log::error!("cannot accept again: {e}");
+        }
+        *parked = false;
+        b.parked_hint.store(false, Ordering::Relaxed);
     }
 
     /// Graceful stop, step one: no new connections.
     pub fn stop_accepting(&self) {
         super::STOPPING.store(true, Ordering::SeqCst);
+        if let Some(b) = &self.balance {
+            // Under the lock: no unpark re-adds the listeners after this.
+            let _parked = b.lock();
+            b.member.set_off();
+        }
         // An app thread that began to accept before the store above
         // finishes (and registers what it took) before the worker looks
         // for the last connections; one that begins after it takes nothing.
@@ -248,6 +348,28 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// The timer thread's look at a parked worker, every
+    /// `PARKED_RECHECK`: it takes its listeners back if it should, or if
+    /// connections waited in a listen queue at this look and the last (the
+    /// worker that should take them is slow to, or was never woken for
+    /// them: the kernel wakes one worker per connection, and may have woken
+    /// this one before it parked). `queued` carries the last look's answer.
+    pub fn recheck_parked(&self, queued: &mut bool) {
+        let parked = self.balance.as_ref().is_some_and(Balance::is_parked);
+        let now = parked && self.anything_queued();
+        self.unpark_if_due(now && *queued);
+        *queued = now;
+    }
+
+    fn anything_queued(&self) -> bool {
+        let mut fds: Vec<PollFd<'_>> = self
+            .listeners
+            .iter()
+            .map(|l| PollFd::new(l.fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
     }
 
     fn stopping(&self) -> bool {
@@ -527,7 +649,13 @@ pub fn thread_main(shared: &Shared, me: usize) {
             let Some(conn) = conn else { continue };
             let (slot, sock) = (conn.slot, conn.sock.clone());
             shared.activity.serving(me);
+            if let Some(b) = &shared.balance {
+                b.member.enter_app();
+            }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(py, shared, conn)));
+            if let Some(b) = &shared.balance {
+                b.member.leave_app();
+            }
             shared.activity.set(me, IN_LOOP);
             served = match result {
                 Ok(s) => s,
@@ -712,7 +840,12 @@ fn accept_unless_stopping(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
 fn accept(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
     let listener = &shared.listeners[idx];
     let mut newest: Option<Box<Conn>> = None;
-    for _ in 0..ACCEPT_BATCH {
+    for n in 0..ACCEPT_BATCH {
+        // The kernel woke this worker for the first one; the others may be
+        // left for a worker that holds fewer connections.
+        if n > 0 && shared.park_if_past_share() {
+            break;
+        }
         let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: storage/len describe a writable sockaddr_storage; accept4
@@ -825,6 +958,7 @@ fn close_conn(shared: &Shared, conn: Box<Conn>) {
     }
     shared.registry.remove(conn.slot);
     drop(conn);
+    shared.unpark_if_due(false);
 }
 
 /// Gives the connection back to epoll; after this the thread must not touch it.
