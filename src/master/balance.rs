@@ -16,9 +16,11 @@
 //! - a worker accepts at least one connection per wake-up (the kernel woke
 //!   it, not another, for that one), then more only while it holds fewer
 //!   than the least loaded other worker plus a slack;
-//! - only workers that can take a connection now count as others: they
+//! - only workers that can take a connection soon count as others: they
 //!   accept (not booting, not stopping), their heartbeat is fresh (not
-//!   stopped, not hung), and not all their app threads are in the app;
+//!   stopped, not hung), and they have an app thread free, or their last
+//!   one became busy or one finished a request in the last [`STUCK_MS`] (a
+//!   worker whose threads all sit in long requests does not count);
 //! - a worker parks only if the least loaded other is accepting, or after
 //!   waking it (a futex in its slot) when that one is parked too;
 //! - a parked worker takes its listeners back when it is within its share
@@ -43,6 +45,9 @@ pub const BALANCE_ENV: &str = "ZIBAI_WORKER_BALANCE";
 const SLOTS: usize = 256;
 /// A worker whose heartbeat is older than this is not counted.
 const STALE_MS: u64 = 1000;
+/// Nor is one whose app threads are all busy and none has finished a
+/// request for this long (long requests; quick ones free a thread soon).
+const STUCK_MS: u64 = 50;
 /// How often a parked worker looks whether it should accept again, when
 /// nothing tells it sooner.
 pub const PARKED_RECHECK: Duration = Duration::from_millis(5);
@@ -71,6 +76,9 @@ struct Slot {
     wake: AtomicU32,
     /// CLOCK_MONOTONIC milliseconds, written by the worker's timer thread.
     heartbeat_ms: AtomicU64,
+    /// When the last app thread became busy, or a request last ended while
+    /// every app thread was busy.
+    progress_ms: AtomicU64,
 }
 
 #[repr(C)]
@@ -174,6 +182,7 @@ impl Table {
         slot.threads
             .store(threads.min(u32::MAX as usize) as u32, Ordering::Relaxed);
         slot.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        slot.progress_ms.store(0, Ordering::Relaxed);
         self.shm.high.fetch_max(i as u32 + 1, Ordering::AcqRel);
         Some(Member { table: *self, me: i })
     }
@@ -219,11 +228,17 @@ impl Member {
     }
 
     pub fn enter_app(&self) {
-        self.slot().in_app.fetch_add(1, Ordering::Relaxed);
+        let slot = self.slot();
+        if slot.in_app.fetch_add(1, Ordering::Relaxed) + 1 >= slot.threads.load(Ordering::Relaxed) {
+            slot.progress_ms.store(now_ms(), Ordering::Relaxed);
+        }
     }
 
     pub fn leave_app(&self) {
-        self.slot().in_app.fetch_sub(1, Ordering::Relaxed);
+        let slot = self.slot();
+        if slot.in_app.fetch_sub(1, Ordering::Relaxed) >= slot.threads.load(Ordering::Relaxed) {
+            slot.progress_ms.store(now_ms(), Ordering::Relaxed);
+        }
     }
 
     pub fn heartbeat(&self) {
@@ -239,7 +254,8 @@ impl Member {
                 && s.pid.load(Ordering::Acquire) != 0
                 && s.state.load(Ordering::SeqCst) != OFF
                 && now.saturating_sub(s.heartbeat_ms.load(Ordering::Relaxed)) <= STALE_MS
-                && s.in_app.load(Ordering::Relaxed) < s.threads.load(Ordering::Relaxed)
+                && (s.in_app.load(Ordering::Relaxed) < s.threads.load(Ordering::Relaxed)
+                    || now.saturating_sub(s.progress_ms.load(Ordering::Relaxed)) <= STUCK_MS)
         })
     }
 
@@ -379,11 +395,26 @@ mod tests {
         // Booting (not accepting yet).
         let b = table.join(102, 4).unwrap();
         assert!(matches!(a.should_park(), Park::No));
-        // Every app thread busy.
+        // Every app thread busy, just now: still counted (quick requests
+        // free a thread soon) ...
         b.set_accepting();
-        b.slot().in_app.store(4, Ordering::Relaxed);
+        for _ in 0..4 {
+            b.enter_app();
+        }
+        assert!(matches!(a.should_park(), Park::Yes));
+        // ... not once none has finished for STUCK_MS (long requests) ...
+        b.slot()
+            .progress_ms
+            .store(now_ms().saturating_sub(STUCK_MS + 10), Ordering::Relaxed);
         assert!(matches!(a.should_park(), Park::No));
-        b.slot().in_app.store(3, Ordering::Relaxed);
+        // ... and again when one finishes.
+        b.leave_app();
+        b.enter_app();
+        assert!(matches!(a.should_park(), Park::Yes));
+        b.slot()
+            .progress_ms
+            .store(now_ms().saturating_sub(STUCK_MS + 10), Ordering::Relaxed);
+        b.leave_app();
         assert!(matches!(a.should_park(), Park::Yes));
         // Hung: no heartbeat for longer than STALE_MS.
         b.slot()
