@@ -86,7 +86,9 @@ struct Slab {
 pub struct Registry {
     slab: Mutex<Slab>,
     emptied: Condvar,
-    epoch: Instant,
+    /// When the registry was made, by [`super::coarse_monotonic`]: deadlines
+    /// are set twice a request, and a tick's precision is plenty for them.
+    epoch: Duration,
     /// Where the count is published for the other workers (see
     /// `master::balance`).
     published: Option<&'static AtomicU32>,
@@ -103,7 +105,7 @@ impl Registry {
         Registry {
             slab: Mutex::new(Slab::default()),
             emptied: Condvar::new(),
-            epoch: Instant::now(),
+            epoch: super::coarse_monotonic(),
             published: None,
         }
     }
@@ -166,7 +168,7 @@ impl Registry {
 
     /// Sets `sock`'s deadline `after` from now.
     pub fn set_deadline(&self, sock: &ConnSocket, after: Duration) {
-        let ms = (self.epoch.elapsed() + after).as_millis() as u64;
+        let ms = (self.since_epoch() + after).as_millis() as u64;
         sock.deadline.store(ms.max(1), Ordering::Relaxed);
     }
 
@@ -174,9 +176,13 @@ impl Registry {
         sock.deadline.store(0, Ordering::Relaxed);
     }
 
+    fn since_epoch(&self) -> Duration {
+        super::coarse_monotonic().saturating_sub(self.epoch)
+    }
+
     /// Shuts down every connection whose deadline has passed; returns how many.
     pub fn expire(&self) -> usize {
-        self.expire_at(self.epoch.elapsed())
+        self.expire_at(self.since_epoch())
     }
 
     /// `expire` as if `since_epoch` had passed since the registry was made.
@@ -207,7 +213,7 @@ impl Registry {
     /// has arrived, even unread, is answered (with `Connection: close`).
     pub fn close_idle(&self, grace: Duration) {
         let s = self.lock();
-        let latest = (self.epoch.elapsed() + grace).as_millis() as u64;
+        let latest = (self.since_epoch() + grace).as_millis() as u64;
         for sock in s.items.iter().flatten() {
             match sock.state() {
                 ConnState::Busy | ConnState::Reading => {}

@@ -12,6 +12,7 @@ use super::input::Input;
 use super::io::sendfile_all;
 use super::python::traceback;
 use super::response::{Framed, StartResponse};
+use super::strings::{StrCache, Strings};
 use crate::config::Config;
 use crate::master::listeners::Local;
 use crate::proto::request::{Request, Version};
@@ -252,6 +253,7 @@ impl Statics {
         info: &ConnInfo<'_>,
         script_name: Option<&str>,
         input: Bound<'py, PyAny>,
+        strings: &mut Strings,
     ) -> PyResult<Bound<'py, PyDict>> {
         let k = &self.keys;
         let env = self.template.bind(py).copy()?;
@@ -261,7 +263,7 @@ impl Statics {
         };
         env.set_item(k.request_method.bind(py), method)?;
         let target = req.target.as_bytes();
-        let target_str = latin1(py, target);
+        let target_str = strings.values.get(py, target, latin1);
         env.set_item(k.request_uri.bind(py), &target_str)?;
         env.set_item(k.raw_uri.bind(py), &target_str)?;
         // absolute-form: keep only the path and query.
@@ -323,7 +325,10 @@ impl Statics {
         )?;
         match info.forwarded.client {
             Some(ip) => env.set_item(k.remote_addr.bind(py), ip.to_canonical().to_string())?,
-            None => env.set_item(k.remote_addr.bind(py), latin1(py, info.peer.addr.as_bytes()))?,
+            None => env.set_item(
+                k.remote_addr.bind(py),
+                strings.values.get(py, info.peer.addr.as_bytes(), latin1),
+            )?,
         }
         if let Some(scheme) = info.forwarded.scheme {
             env.set_item(pyo3::intern!(py, "wsgi.url_scheme"), scheme)?;
@@ -341,7 +346,7 @@ impl Statics {
                 .filter(|p| p.name.eq_ignore_ascii_case(name))
                 .count();
             let value = if repeats == 0 {
-                latin1(py, h.value)
+                strings.values.get(py, h.value, latin1)
             } else {
                 let mut joined = h.value.to_vec();
                 for p in headers[i + 1..].iter().filter(|p| p.name.eq_ignore_ascii_case(name)) {
@@ -358,7 +363,10 @@ impl Statics {
                 if name.eq_ignore_ascii_case("host") {
                     host = Some(h.value);
                 }
-                env.set_item(self.header_key(py, name), value)?;
+                let key = strings
+                    .header_keys
+                    .get(py, name.as_bytes(), |py, _| self.header_key(py, name));
+                env.set_item(key, value)?;
             }
         }
         let default_port = match info.forwarded.scheme {
@@ -366,7 +374,7 @@ impl Statics {
             Some(_) => "80",
             None => self.default_port,
         };
-        let (server_name, server_port) = server_name_port(py, host, info.local, default_port);
+        let (server_name, server_port) = server_name_port(py, host, info.local, default_port, &mut strings.values);
         env.set_item(k.server_name.bind(py), server_name)?;
         env.set_item(k.server_port.bind(py), server_port)?;
         env.set_item(k.wsgi_input.bind(py), input)?;
@@ -381,6 +389,7 @@ fn server_name_port<'py>(
     host: Option<&[u8]>,
     local: &Local,
     default_port: &str,
+    cache: &mut StrCache,
 ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
     if let Some(host) = host.filter(|h| !h.is_empty()) {
         let (name, port): (&[u8], &[u8]) = if host.first() == Some(&b'[') {
@@ -398,7 +407,7 @@ fn server_name_port<'py>(
             }
         };
         let port = if port.is_empty() { default_port.as_bytes() } else { port };
-        return (latin1(py, name), latin1(py, port));
+        return (cache.get(py, name, latin1), cache.get(py, port, latin1));
     }
     match local {
         Local::Tcp(a) => (

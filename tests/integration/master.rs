@@ -155,25 +155,40 @@ fn worker_count_after_start() {
 /// wrk starting) are spread over the workers: without accept balancing the
 /// worker that woke first accepted nearly all of them (40 connections, 2
 /// workers: 31/9, 36/4, 38/2, 37/3, 37/3, 40/0 in six runs).
+///
+/// A parked worker takes its listeners back when connections sit in the
+/// queue for 5 ms with no other worker taking them, which is what happens
+/// when the machine is so loaded that the other worker does not run (one
+/// run in twelve with three busy loops on this 2-core machine: 35/5). Such
+/// a run says so in the log and is tried again on a fresh server; an
+/// imbalance without it is a failure at once.
 #[test]
 fn a_burst_of_connections_is_spread_over_the_workers() {
-    let s = start(&["-p", "2"]);
-    let pids = s.wait_workers(2, BOOT);
-    // Every connection is in the listen queue before a worker wakes.
-    let mut clients: Vec<Client> = (0..40).map(|_| s.connect()).collect();
-    let mut per_worker: BTreeMap<i32, usize> = pids.iter().map(|&p| (p, 0)).collect();
-    for c in &mut clients {
-        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        let r = c.read_response(false).expect("an answer");
-        assert_eq!(r.status, 200);
-        *per_worker.get_mut(&pid_in(&r.text())).expect("one of the workers") += 1;
+    const SAFETY_NET: &str = "no other worker takes them: accepting again";
+    for _ in 0..3 {
+        let s = start(&["-p", "2", "--log-level", "debug"]);
+        let pids = s.wait_workers(2, BOOT);
+        // Every connection is in the listen queue before a worker wakes.
+        let mut clients: Vec<Client> = (0..40).map(|_| s.connect()).collect();
+        let mut per_worker: BTreeMap<i32, usize> = pids.iter().map(|&p| (p, 0)).collect();
+        for c in &mut clients {
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            let r = c.read_response(false).expect("an answer");
+            assert_eq!(r.status, 200);
+            *per_worker.get_mut(&pid_in(&r.text())).expect("one of the workers") += 1;
+        }
+        // Balanced within the allowed slack (2 + an eighth): 18/22, and a
+        // few more that the two take at the same moment.
+        if per_worker.values().all(|&n| n >= 14) {
+            return;
+        }
+        assert!(
+            s.log_count(SAFETY_NET) > 0,
+            "connections per worker: {per_worker:?}, and no worker was starved"
+        );
+        eprintln!("a worker was starved ({per_worker:?}); trying again");
     }
-    // Balanced within the allowed slack (2 + an eighth): 18/22, and a few
-    // more that the two take at the same moment.
-    assert!(
-        per_worker.values().all(|&n| n >= 14),
-        "connections per worker: {per_worker:?}"
-    );
+    panic!("three runs in a row where a worker did not get to run for 5 ms");
 }
 
 #[test]
