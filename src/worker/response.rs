@@ -30,17 +30,23 @@ pub struct ResponseSetup {
     pub keep_alive: bool,
     pub write_timeout: Duration,
     pub date: [u8; 29],
+    /// The access log wants the response's headers after the head is sent.
+    pub keep_headers: bool,
     /// The request's `Expect: 100-continue`, moot once the head goes out.
     pub expect: Option<ExpectContinue>,
 }
 
 pub struct Response {
     setup: ResponseSetup,
-    status: Option<String>,
+    /// `start_response` was called.
+    started: bool,
     code: u16,
-    /// The app's headers, already as `Name: value\r\n` lines (one buffer
-    /// rather than two allocations per header).
-    headers: Vec<u8>,
+    /// The head as far as `start_response` makes it: status line, Server,
+    /// Date, then the app's headers as `Name: value\r\n` lines (from
+    /// `app_headers`). One buffer, which becomes the head on the wire: no
+    /// allocation per header, nor a copy into a second buffer.
+    head: Vec<u8>,
+    app_headers: usize,
     content_length: Option<u64>,
     head_sent: bool,
     framing: Framing,
@@ -117,18 +123,45 @@ impl Framed {
     }
 
     pub fn slices(&self) -> Vec<IoSlice<'_>> {
-        let mut out = Vec::with_capacity(2 + self.chunks.len() * if self.size_lines.is_empty() { 1 } else { 3 });
+        let mut out = Vec::with_capacity(self.most_slices());
+        self.each_slice(|s| out.push(s));
+        out
+    }
+
+    /// Calls `f` with the slices to write, gathered on the stack when they
+    /// are few (a head and a chunk or two, the usual case): a `Vec` per
+    /// response cost an allocation and a free.
+    pub fn with_slices<R>(&self, f: impl FnOnce(&mut [IoSlice<'_>]) -> R) -> R {
+        const ON_STACK: usize = 8;
+        if self.most_slices() > ON_STACK {
+            return f(&mut self.slices());
+        }
+        let mut out = [IoSlice::new(&[]); ON_STACK];
+        let mut n = 0;
+        self.each_slice(|s| {
+            out[n] = s;
+            n += 1;
+        });
+        f(&mut out[..n])
+    }
+
+    /// At least as many as [`Framed::each_slice`] gives.
+    fn most_slices(&self) -> usize {
+        2 + self.chunks.len() * if self.size_lines.is_empty() { 1 } else { 3 }
+    }
+
+    fn each_slice<'a>(&'a self, mut out: impl FnMut(IoSlice<'a>)) {
         if !self.head.is_empty() {
-            out.push(IoSlice::new(&self.head));
+            out(IoSlice::new(&self.head));
         }
         if !self.size_lines.is_empty() || self.terminator {
             for (c, (line, len)) in self.chunks.iter().filter(|c| !c.is_empty()).zip(&self.size_lines) {
-                out.push(IoSlice::new(&line[..*len]));
-                out.push(IoSlice::new(c));
-                out.push(IoSlice::new(b"\r\n"));
+                out(IoSlice::new(&line[..*len]));
+                out(IoSlice::new(c));
+                out(IoSlice::new(b"\r\n"));
             }
             if self.terminator {
-                out.push(IoSlice::new(b"0\r\n\r\n"));
+                out(IoSlice::new(b"0\r\n\r\n"));
             }
         } else {
             let mut left = self.body_limit;
@@ -137,11 +170,10 @@ impl Framed {
                     break;
                 }
                 let take = (c.len() as u64).min(left) as usize;
-                out.push(IoSlice::new(&c[..take]));
+                out(IoSlice::new(&c[..take]));
                 left -= take as u64;
             }
         }
-        out
     }
 }
 
@@ -150,9 +182,10 @@ impl Response {
         let must_close = !setup.keep_alive;
         Response {
             setup,
-            status: None,
+            started: false,
             code: 0,
-            headers: Vec::new(),
+            head: Vec::new(),
+            app_headers: 0,
             content_length: None,
             head_sent: false,
             framing: Framing::Close,
@@ -165,8 +198,7 @@ impl Response {
 
     /// The app's headers among `names` (lower-case), for the access log.
     pub fn headers_named(&self, names: &[String]) -> Vec<(String, String)> {
-        let lines: Vec<(&[u8], &[u8])> = self
-            .headers
+        let lines: Vec<(&[u8], &[u8])> = self.head[self.app_headers.min(self.head.len())..]
             .split(|&c| c == b'\n')
             .filter_map(|line| {
                 let line = line.strip_suffix(b"\r")?;
@@ -192,7 +224,7 @@ impl Response {
     }
 
     pub fn started(&self) -> bool {
-        self.status.is_some()
+        self.started
     }
 
     pub fn content_length(&self) -> Option<u64> {
@@ -216,10 +248,10 @@ impl Response {
         let status = status
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("status must be a str, like '200 OK'"))?
-            .to_str()?
-            .to_string();
-        let code = wire::parse_status(&status).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let mut lines = Vec::with_capacity(128);
+            .to_str()?;
+        let code = wire::parse_status(status).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let mut lines = Vec::with_capacity(256);
+        let app_headers = self.head_start(&mut lines, status);
         let mut content_length = None;
         for item in headers.try_iter()? {
             let item = item?;
@@ -264,24 +296,38 @@ impl Response {
             }
             HeadWriter { buf: &mut lines }.header(name.as_bytes(), &value);
         }
-        self.status = Some(status);
+        self.started = true;
         self.code = code;
-        self.headers = lines;
+        self.head = lines;
+        self.app_headers = app_headers;
         self.content_length = content_length;
         Ok(())
+    }
+
+    /// Writes the status line and the server's own headers into `buf`;
+    /// returns where the app's headers will start.
+    fn head_start(&self, buf: &mut Vec<u8>, status: &str) -> usize {
+        let mut w = HeadWriter { buf };
+        w.status_line(self.setup.http11, status);
+        w.header(b"Server", b"zibai");
+        w.header(b"Date", &self.setup.date);
+        w.buf.len()
     }
 
     /// Builds the head; `known_total` is the whole body's length when the
     /// app already produced all of it.
     fn head(&mut self, known_total: Option<u64>) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(256);
-        let status = self.status.as_deref().unwrap_or("500 Internal Server Error");
+        let mut buf = if !self.started {
+            let mut buf = Vec::with_capacity(256);
+            self.head_start(&mut buf, "500 Internal Server Error");
+            buf
+        } else if self.setup.keep_headers {
+            self.head.clone()
+        } else {
+            std::mem::take(&mut self.head)
+        };
         let http11 = self.setup.http11;
         let mut w = HeadWriter { buf: &mut buf };
-        w.status_line(http11, status);
-        w.header(b"Server", b"zibai");
-        w.header(b"Date", &self.setup.date);
-        w.buf.extend_from_slice(&self.headers);
         self.framing = if self.no_body() {
             if let Some(n) = self.content_length {
                 w.content_length(n);

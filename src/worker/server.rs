@@ -603,7 +603,7 @@ pub fn thread_main(shared: &Shared, me: usize) {
         let mut batch: Vec<Served> = Vec::with_capacity(WRITE_BATCH);
         let mut batch_since = Instant::now();
         let mut attached_since = Instant::now();
-        let mut strings = Strings::default();
+        let mut cache = ThreadCache::default();
         loop {
             let mut carried = None;
             let now = served.as_ref().map_or_else(Instant::now, |s| s.finished);
@@ -667,7 +667,7 @@ pub fn thread_main(shared: &Shared, me: usize) {
                 b.member.enter_app();
             }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve(py, shared, conn, started, &mut strings)
+                serve(py, shared, conn, started, &mut cache)
             }));
             if let Some(b) = &shared.balance {
                 b.member.leave_app();
@@ -795,7 +795,7 @@ fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&mut Frame
     if let Some(last) = last {
         let written = last
             .settle()
-            .and_then(|()| write_or_park(conn.sock.fd_borrow(), &mut last.slices()));
+            .and_then(|()| last.with_slices(|slices| write_or_park(conn.sock.fd_borrow(), slices)));
         match written {
             Ok(None) => {}
             Ok(Some(tail)) => {
@@ -1185,12 +1185,23 @@ struct Head<'py> {
     keep_alive: bool,
     is_head: bool,
     /// `METHOD TARGET PROTOCOL`, for logs.
-    request_line: String,
     /// The request headers the access log format asks for.
     logged_headers: Vec<(String, String)>,
     /// The client as a trusted proxy reported it (REMOTE_ADDR, `%(h)s`).
     client: Option<std::net::IpAddr>,
     environ: PyResult<Bound<'py, PyDict>>,
+}
+
+/// What an app thread keeps from one request to the next, touched with
+/// the GIL held.
+#[derive(Default)]
+struct ThreadCache {
+    strings: Strings,
+    /// The request line, for the access log and error messages.
+    line: String,
+    /// `wsgi.input`, when nothing but the server held it at the end of the
+    /// last request.
+    input: Option<Py<Input>>,
 }
 
 /// With the GIL: runs the app on the complete request at the start of
@@ -1201,7 +1212,7 @@ fn serve(
     shared: &Shared,
     mut conn: Box<Conn>,
     started: Instant,
-    strings: &mut Strings,
+    cache: &mut ThreadCache,
 ) -> Option<Served> {
     let limits = &shared.config.limits;
     let timeouts = &shared.config.timeouts;
@@ -1209,9 +1220,20 @@ fn serve(
     shared.registry.clear_deadline(&conn.sock);
     // Only the access log wants the wall clock.
     let wall_start = shared.access_log.as_ref().map(|_| std::time::SystemTime::now());
-    let Ok(input) = Bound::new(py, Input { reader: None }) else {
-        close_conn(shared, conn);
-        return None;
+    let ThreadCache {
+        strings,
+        line: request_line,
+        input: spare_input,
+    } = cache;
+    let input = match spare_input.take() {
+        Some(input) => input.into_bound(py),
+        None => match Bound::new(py, Input { reader: None }) {
+            Ok(input) => input,
+            Err(_) => {
+                close_conn(shared, conn);
+                return None;
+            }
+        },
     };
     let trusted_peer = trusted(shared, &conn.peer);
     let head = std::mem::take(&mut conn.head);
@@ -1241,7 +1263,7 @@ fn serve(
         // Not format!(): this runs for every request, and the formatting
         // machinery costs ten times these copies.
         let protocol = if http11 { "HTTP/1.1" } else { "HTTP/1.0" };
-        let mut request_line = String::with_capacity(req.method.len() + req.target.len() + 2 + protocol.len());
+        request_line.clear();
         request_line.push_str(req.method);
         request_line.push(' ');
         request_line.push_str(req.target);
@@ -1274,7 +1296,6 @@ fn serve(
             expect_continue: req.expect_continue,
             keep_alive: req.keep_alive && !shared.stopping(),
             is_head: req.method == "HEAD",
-            request_line,
             logged_headers,
             client: forwarded.client,
             environ,
@@ -1290,7 +1311,6 @@ fn serve(
         expect_continue,
         keep_alive,
         is_head,
-        request_line,
         logged_headers,
         client,
         environ,
@@ -1331,6 +1351,10 @@ fn serve(
             keep_alive,
             write_timeout: timeouts.write,
             date: date_now(),
+            keep_headers: shared
+                .access_log
+                .as_ref()
+                .is_some_and(|log| !log.needs.response_headers.is_empty()),
             expect,
         }),
     };
@@ -1338,7 +1362,7 @@ fn serve(
         close_conn(shared, conn);
         return None;
     };
-    let logged_environ = environ.clone();
+    let logged_environ = shared.access_log.as_ref().map(|_| environ.clone());
     let outcome = shared
         .statics
         .run_app(py, &shared.app, environ, &sr, &input, &|| request_line.clone());
@@ -1373,7 +1397,7 @@ fn serve(
             .environ
             .iter()
             .filter_map(|k| {
-                let v = logged_environ.get_item(k).ok().flatten()?;
+                let v = logged_environ.as_ref()?.get_item(k).ok().flatten()?;
                 Some((k.clone(), v.str().ok()?.to_string()))
             })
             .collect();
@@ -1393,6 +1417,15 @@ fn serve(
             environ,
         };
         crate::logging::access(&log.line(&record));
+    }
+    // wsgi.input serves the next request too, unless something still
+    // holds it (an app that kept the environ): a new object costs about
+    // 500 instructions, made and freed.
+    drop((sr, logged_environ));
+    // SAFETY: `input` is a live object this function holds a reference to.
+    let only_ours = unsafe { pyo3::ffi::Py_REFCNT(input.as_ptr()) } == 1;
+    if only_ours && input.try_borrow().is_ok_and(|i| i.reader.is_none()) {
+        *spare_input = Some(input.unbind());
     }
     Some(Served {
         conn,

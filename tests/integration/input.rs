@@ -243,3 +243,30 @@ fn read_timeout_cuts_off_a_stalled_large_body() {
 fn read_timeout_cuts_off_a_stalled_small_body() {
     stalled_body_is_cut_off(10);
 }
+
+/// The server hands the same wsgi.input object to the next request when
+/// nothing else holds it; one the app kept is never handed out again.
+#[test]
+fn a_kept_wsgi_input_is_not_reused() {
+    // One app thread: every request goes through the same thread's cache.
+    let s = Server::start("kept_input:app", &["-w", "1"]);
+    let mut c = s.connect();
+    for (path, body) in [
+        ("/keep", "one"),
+        ("/", "two"),
+        ("/", "three"),
+        ("/keep", "four"),
+        ("/", "five"),
+    ] {
+        c.send(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let r = c.read_response(false).expect("an answer");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("fresh {body}"), "{path}");
+    }
+}
