@@ -14,7 +14,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::flusher::Stream;
 use super::input::ExpectContinue;
@@ -24,7 +24,8 @@ use crate::proto::response::{self as wire, Framing, HeadWriter};
 
 /// What the request wants from the response side.
 pub struct ResponseSetup {
-    pub sock: Arc<ConnSocket>,
+    /// `None` once [`Response::release`]d.
+    pub sock: Option<Arc<ConnSocket>>,
     pub http11: bool,
     pub head_request: bool,
     pub keep_alive: bool,
@@ -231,8 +232,17 @@ impl Response {
         self.content_length
     }
 
-    pub fn sock(&self) -> &ConnSocket {
-        &self.setup.sock
+    pub fn sock(&self) -> &Arc<ConnSocket> {
+        self.setup.sock.as_ref().expect("a released response is never used")
+    }
+
+    /// Lets go of the connection and of everything this request held, so
+    /// that the `StartResponse` object can wait for the next request.
+    pub fn release(&mut self) {
+        self.setup.sock = None;
+        self.setup.expect = None;
+        self.stream = None;
+        self.head = Vec::new();
     }
 
     pub fn write_timeout(&self) -> Duration {
@@ -253,54 +263,74 @@ impl Response {
         let mut lines = Vec::with_capacity(256);
         let app_headers = self.head_start(&mut lines, status);
         let mut content_length = None;
-        for item in headers.try_iter()? {
-            let item = item?;
-            let pair = item
-                .cast::<PyTuple>()
-                .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
-            if pair.len() != 2 {
-                return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
-            }
-            let name = pair.get_item(0)?;
-            let value = pair.get_item(1)?;
-            let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
-                return Err(PyTypeError::new_err(format!(
-                    "header names and values must be str, got {:?}",
-                    pair.repr().map(|r| r.to_string()).unwrap_or_default()
-                )));
-            };
-            let name = name.to_str()?;
-            let value = latin1_bytes(value)?;
-            wire::validate_header(name, &value).map_err(|e| PyValueError::new_err(e.to_string()))?;
-            if name.eq_ignore_ascii_case("content-length") {
-                let v = std::str::from_utf8(&value).unwrap_or("");
-                let n = wire::parse_content_length(v).map_err(|e| PyValueError::new_err(e.to_string()))?;
-                if content_length.is_some_and(|c| c != n) {
-                    return Err(PyValueError::new_err("conflicting Content-Length headers"));
+        match headers.cast::<PyList>() {
+            // A list, as PEP 3333 asks: read in place, without an iterator.
+            Ok(list) => {
+                for item in list.iter() {
+                    self.add_header(&item, &mut lines, &mut content_length)?;
                 }
-                // Written by `head`, which owns the framing headers.
-                content_length = Some(n);
-                continue;
-            } else if wire::is_hop_by_hop(name) {
-                // The server owns the connection's framing. `Connection: close`
-                // is still honoured as the app's wish to end the connection.
-                if name.eq_ignore_ascii_case("connection")
-                    && value
-                        .split(|&c| c == b',')
-                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-                {
-                    self.must_close = true;
-                }
-                log::debug!("dropping hop-by-hop response header {name}");
-                continue;
             }
-            HeadWriter { buf: &mut lines }.header(name.as_bytes(), &value);
+            Err(_) => {
+                for item in headers.try_iter()? {
+                    self.add_header(&item?, &mut lines, &mut content_length)?;
+                }
+            }
         }
         self.started = true;
         self.code = code;
         self.head = lines;
         self.app_headers = app_headers;
         self.content_length = content_length;
+        Ok(())
+    }
+
+    /// Checks one `(name, value)` of the app's headers and writes it to
+    /// `lines`, except those the server writes itself.
+    fn add_header(
+        &mut self,
+        item: &Bound<'_, PyAny>,
+        lines: &mut Vec<u8>,
+        content_length: &mut Option<u64>,
+    ) -> PyResult<()> {
+        let pair = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
+        }
+        let name = pair.get_item(0)?;
+        let value = pair.get_item(1)?;
+        let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
+            return Err(PyTypeError::new_err(format!(
+                "header names and values must be str, got {:?}",
+                pair.repr().map(|r| r.to_string()).unwrap_or_default()
+            )));
+        };
+        let name = name.to_str()?;
+        let value = latin1_bytes(value)?;
+        wire::validate_header(name, &value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = wire::parse_content_length(&value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(PyValueError::new_err("conflicting Content-Length headers"));
+            }
+            // Written by `head`, which owns the framing headers.
+            *content_length = Some(n);
+            return Ok(());
+        } else if wire::is_hop_by_hop(name) {
+            // The server owns the connection's framing. `Connection: close`
+            // is still honoured as the app's wish to end the connection.
+            if name.eq_ignore_ascii_case("connection")
+                && value
+                    .split(|&c| c == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            {
+                self.must_close = true;
+            }
+            log::debug!("dropping hop-by-hop response header {name}");
+            return Ok(());
+        }
+        HeadWriter { buf: lines }.header(name.as_bytes(), &value);
         Ok(())
     }
 
@@ -438,7 +468,7 @@ impl Response {
         let slices = framed.slices();
         let size: usize = slices.iter().map(|s| s.len()).sum();
         if self.stream.is_none() && size < DIRECT_WRITE {
-            self.stream = Stream::new(self.setup.sock.clone(), self.setup.write_timeout).map(StreamEnd);
+            self.stream = Stream::new(self.sock().clone(), self.setup.write_timeout).map(StreamEnd);
         }
         let result = match &self.stream {
             Some(end) if size < DIRECT_WRITE => match end.0.push(&slices) {
@@ -467,7 +497,7 @@ impl Response {
         let mut slices = Vec::with_capacity(1 + body.len());
         slices.push(IoSlice::new(&queued));
         slices.extend(body.iter().map(|s| IoSlice::new(s)));
-        let sock = &*self.setup.sock;
+        let sock = &**self.sock();
         let timeout = self.setup.write_timeout;
         let mut rest: &mut [IoSlice<'_>] = &mut slices;
         // What the socket takes at once goes out attached: releasing the GIL
@@ -523,7 +553,7 @@ impl Response {
             return Ok(());
         }
         let head = self.head(known_total);
-        let sock = &*self.setup.sock;
+        let sock = &**self.sock();
         let timeout = self.setup.write_timeout;
         let r = py.detach(|| write_all(sock.fd_borrow(), &mut [IoSlice::new(&head)], timeout));
         if r.is_err() {

@@ -1202,6 +1202,14 @@ struct ThreadCache {
     /// `wsgi.input`, when nothing but the server held it at the end of the
     /// last request.
     input: Option<Py<Input>>,
+    /// `start_response`, likewise, with its response released.
+    start_response: Option<Py<StartResponse>>,
+}
+
+/// Whether this is the only reference to `obj`.
+fn only_ours(obj: &Bound<'_, impl pyo3::PyTypeInfo>) -> bool {
+    // SAFETY: `obj` is a live object the caller holds a reference to.
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1 }
 }
 
 /// With the GIL: runs the app on the complete request at the start of
@@ -1224,6 +1232,7 @@ fn serve(
         strings,
         line: request_line,
         input: spare_input,
+        start_response: spare_start_response,
     } = cache;
     let input = match spare_input.take() {
         Some(input) => input.into_bound(py),
@@ -1343,24 +1352,33 @@ fn serve(
         limits.max_body_size,
     ));
     drop(slot);
-    let start_response = StartResponse {
-        resp: Response::new(ResponseSetup {
-            sock: conn.sock.clone(),
-            http11,
-            head_request: is_head,
-            keep_alive,
-            write_timeout: timeouts.write,
-            date: date_now(),
-            keep_headers: shared
-                .access_log
-                .as_ref()
-                .is_some_and(|log| !log.needs.response_headers.is_empty()),
-            expect,
-        }),
-    };
-    let Ok(sr) = Bound::new(py, start_response) else {
-        close_conn(shared, conn);
-        return None;
+    let resp = Response::new(ResponseSetup {
+        sock: Some(conn.sock.clone()),
+        http11,
+        head_request: is_head,
+        keep_alive,
+        write_timeout: timeouts.write,
+        date: date_now(),
+        keep_headers: shared
+            .access_log
+            .as_ref()
+            .is_some_and(|log| !log.needs.response_headers.is_empty()),
+        expect,
+    });
+    let sr = match spare_start_response.take() {
+        Some(sr) => {
+            let sr = sr.into_bound(py);
+            // Nothing else holds it (checked when it was put aside).
+            sr.borrow_mut().resp = resp;
+            sr
+        }
+        None => match Bound::new(py, StartResponse { resp }) {
+            Ok(sr) => sr,
+            Err(_) => {
+                close_conn(shared, conn);
+                return None;
+            }
+        },
     };
     let logged_environ = shared.access_log.as_ref().map(|_| environ.clone());
     let outcome = shared
@@ -1418,14 +1436,19 @@ fn serve(
         };
         crate::logging::access(&log.line(&record));
     }
-    // wsgi.input serves the next request too, unless something still
-    // holds it (an app that kept the environ): a new object costs about
-    // 500 instructions, made and freed.
-    drop((sr, logged_environ));
-    // SAFETY: `input` is a live object this function holds a reference to.
-    let only_ours = unsafe { pyo3::ffi::Py_REFCNT(input.as_ptr()) } == 1;
-    if only_ours && input.try_borrow().is_ok_and(|i| i.reader.is_none()) {
+    // wsgi.input and start_response serve the next request too, unless
+    // something still holds them (an app that kept the environ or the
+    // callable): a new object costs about 500 instructions, made and freed.
+    drop(logged_environ);
+    if only_ours(&input) && input.try_borrow().is_ok_and(|i| i.reader.is_none()) {
         *spare_input = Some(input.unbind());
+    }
+    if only_ours(&sr)
+        && let Ok(mut me) = sr.try_borrow_mut()
+    {
+        me.resp.release();
+        drop(me);
+        *spare_start_response = Some(sr.unbind());
     }
     Some(Served {
         conn,

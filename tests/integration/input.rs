@@ -244,10 +244,11 @@ fn read_timeout_cuts_off_a_stalled_small_body() {
     stalled_body_is_cut_off(10);
 }
 
-/// The server hands the same wsgi.input object to the next request when
-/// nothing else holds it; one the app kept is never handed out again.
+/// The server hands the same wsgi.input and start_response objects to the
+/// next request when nothing else holds them; ones the app kept are never
+/// handed out again.
 #[test]
-fn a_kept_wsgi_input_is_not_reused() {
+fn a_kept_wsgi_input_or_start_response_is_not_reused() {
     // One app thread: every request goes through the same thread's cache.
     let s = Server::start("kept_input:app", &["-w", "1"]);
     let mut c = s.connect();
