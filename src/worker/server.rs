@@ -1184,7 +1184,6 @@ struct Head<'py> {
     expect_continue: bool,
     keep_alive: bool,
     is_head: bool,
-    /// `METHOD TARGET PROTOCOL`, for logs.
     /// The request headers the access log format asks for.
     logged_headers: Vec<(String, String)>,
     /// The client as a trusted proxy reported it (REMOTE_ADDR, `%(h)s`).
