@@ -111,7 +111,35 @@ pub struct Activity {
     threads: Vec<AtomicU64>,
     /// Per thread: the events it took from epoll beyond the one it serves.
     stashes: Vec<Stash>,
+    /// Per thread: quick responses whose writes wait for the next ones (see
+    /// [`flush_batch`]), and those another thread wrote because this one
+    /// was stuck in the app meanwhile, left for it to drop with the GIL.
+    batches: Vec<Batch>,
     epoch: Instant,
+}
+
+/// A thread's deferred responses. The thread itself adds to and flushes
+/// `waiting`; a thread that finds it stuck in the app writes them instead,
+/// so that responses already made never wait for the next request's app
+/// call (a 2 s one held six finished responses for 2 s), and leaves what
+/// holds Python objects in `written` for the owner to drop.
+#[derive(Default)]
+struct Batch {
+    waiting: Mutex<Vec<Served>>,
+    /// `waiting.len()`, read without the lock.
+    len: std::sync::atomic::AtomicUsize,
+    written: Mutex<Vec<Option<Framed>>>,
+}
+
+impl Batch {
+    fn waiting(&self) -> MutexGuard<'_, Vec<Served>> {
+        // Responses only: a poisoned lock holds nothing broken.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn written(&self) -> MutexGuard<'_, Vec<Option<Framed>>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 const DETACHED: u64 = 0;
@@ -130,6 +158,7 @@ impl Activity {
         Activity {
             threads: (0..threads).map(|_| AtomicU64::new(DETACHED)).collect(),
             stashes: (0..threads).map(|_| Stash::default()).collect(),
+            batches: (0..threads).map(|_| Batch::default()).collect(),
             epoch: Instant::now(),
         }
     }
@@ -154,8 +183,11 @@ impl Activity {
         s == IN_LOOP || (s >= SERVING_BASE && now.saturating_sub(s - SERVING_BASE) < PRESUMED_RUNNING.as_nanos() as u64)
     }
 
+    /// Whether a thread holds events or deferred responses that another
+    /// thread may have to take over.
     fn anything_stashed(&self) -> bool {
         self.stashes.iter().any(|s| s.len.load(Ordering::Relaxed) > 0)
+            || self.batches.iter().any(|b| b.len.load(Ordering::Relaxed) > 0)
     }
 
     /// Puts back into epoll the events stashed by threads that are stuck in
@@ -166,6 +198,17 @@ impl Activity {
         for (i, stash) in self.stashes.iter().enumerate() {
             if i != me && stash.len.load(Ordering::Relaxed) > 0 && !self.busy(i, now) {
                 hand_back(shared, stash.take_all());
+            }
+        }
+        for (i, batch) in self.batches.iter().enumerate() {
+            if i != me && batch.len.load(Ordering::Relaxed) > 0 && !self.busy(i, now) {
+                let taken = {
+                    let mut waiting = batch.waiting();
+                    batch.len.store(0, Ordering::Relaxed);
+                    std::mem::take(&mut *waiting)
+                };
+                let written: Vec<Option<Framed>> = taken.into_iter().map(|s| write_served(shared, s)).collect();
+                batch.written().extend(written);
             }
         }
     }
@@ -600,30 +643,42 @@ pub fn thread_main(shared: &Shared, me: usize) {
     Python::attach(|py| {
         shared.activity.set(me, IN_LOOP);
         let mut served: Option<Served> = None;
-        let mut batch: Vec<Served> = Vec::with_capacity(WRITE_BATCH);
+        let batch = &shared.activity.batches[me];
         let mut batch_since = Instant::now();
         let mut attached_since = Instant::now();
         let mut cache = ThreadCache::default();
         loop {
             let mut carried = None;
             let now = served.as_ref().map_or_else(Instant::now, |s| s.finished);
+            // What another thread wrote for this one: released with the GIL.
+            drop(std::mem::take(&mut *batch.written()));
             if let Some(s) = served.take() {
-                if s.deferrable() && batch.len() < WRITE_BATCH {
-                    if batch.is_empty() {
-                        batch_since = now;
+                let s = if s.deferrable() {
+                    let mut waiting = batch.waiting();
+                    if waiting.len() < WRITE_BATCH {
+                        if waiting.is_empty() {
+                            batch_since = now;
+                        }
+                        waiting.push(s);
+                        batch.len.store(waiting.len(), Ordering::Relaxed);
+                        None
+                    } else {
+                        Some(s)
                     }
-                    batch.push(s);
                 } else {
-                    let mut s = s;
+                    Some(s)
+                };
+                if let Some(mut s) = s {
                     carried = finish_response(shared, s.conn, s.last.as_mut(), s.close);
                     // The response's bytes objects are released with the GIL held.
                     drop(s.last);
                 }
             }
-            if batch.len() == WRITE_BATCH
-                || (!batch.is_empty() && now.saturating_duration_since(batch_since) >= WRITE_BATCH_WINDOW)
+            let pending = batch.len.load(Ordering::Relaxed);
+            if pending == WRITE_BATCH
+                || (pending > 0 && now.saturating_duration_since(batch_since) >= WRITE_BATCH_WINDOW)
             {
-                flush_batch(shared, &mut batch);
+                flush_batch(shared, batch);
             }
             // A thread holding a request and waiting for the GIL gets it
             // once this one has had it for a slice, rather than after the
@@ -637,7 +692,7 @@ pub fn thread_main(shared: &Shared, me: usize) {
                 // Nothing more to serve now, or the slice is over: what is
                 // finished goes out before this thread waits, and what it
                 // took from epoll goes back.
-                flush_batch(shared, &mut batch);
+                flush_batch(shared, batch);
                 hand_back(shared, shared.activity.stashes[me].take_all());
                 let listened;
                 (conn, listened) = py.detach(|| {
@@ -694,18 +749,32 @@ pub fn thread_main(shared: &Shared, me: usize) {
 /// time, wrk slept after nearly every response, and waking it cost 18% of
 /// the server's time inside writev (perf, Flask hello, one app thread, this
 /// 2-core machine); batched, the same run went from 12.1k to 18.2k req/s.
-fn flush_batch(shared: &Shared, batch: &mut Vec<Served>) {
-    for mut s in batch.drain(..) {
-        let carried = finish_response(shared, s.conn, s.last.as_mut(), s.close);
-        debug_assert!(
-            carried.is_none(),
-            "a deferred response had a pipelined request behind it"
-        );
-        if let Some(conn) = carried {
-            arm(shared, conn, EpollFlags::EPOLLIN);
-        }
-        drop(s.last);
+///
+/// The owning thread flushes its batch with the GIL held, and releases the
+/// responses' bytes objects at once.
+fn flush_batch(shared: &Shared, batch: &Batch) {
+    if batch.len.load(Ordering::Relaxed) == 0 {
+        return;
     }
+    let mut waiting = batch.waiting();
+    batch.len.store(0, Ordering::Relaxed);
+    for s in waiting.drain(..) {
+        drop(write_served(shared, s));
+    }
+}
+
+/// Writes one deferred response; returns what holds its bytes objects, to
+/// be dropped with the GIL held. Needs no GIL itself.
+fn write_served(shared: &Shared, mut s: Served) -> Option<Framed> {
+    let carried = finish_response(shared, s.conn, s.last.as_mut(), s.close);
+    debug_assert!(
+        carried.is_none(),
+        "a deferred response had a pipelined request behind it"
+    );
+    if let Some(conn) = carried {
+        arm(shared, conn, EpollFlags::EPOLLIN);
+    }
+    s.last
 }
 
 /// Drives `current`, then what this thread stashed, then whatever epoll

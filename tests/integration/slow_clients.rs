@@ -305,7 +305,43 @@ fn requests_taken_together_do_not_wait_behind_a_slow_one() {
         let took = started.elapsed();
         assert!(
             took < Duration::from_secs(1),
-            "round {round}: the quick requests took {took:?}, behind a 2 s sleep"
+            "round {round}: the quick requests took {took:?}, behind a 2 s sleep\n{}",
+            s.stderr()
+        );
+        sleeper.set_read_timeout(Duration::from_secs(10));
+        assert_eq!(sleeper.response().text(), format!("slept {round}"));
+    }
+}
+
+/// Connections that arrive together are accepted in one batch, and the
+/// thread that accepted them reads the first and keeps the others for
+/// itself; if the first waits in the app, the others must not wait behind
+/// it: they go to epoll for the other threads.
+#[test]
+fn connections_accepted_together_do_not_wait_behind_a_slow_one() {
+    let s = Server::start("slow:app", &["-w", "3"]);
+    for round in 0..3 {
+        let started = std::time::Instant::now();
+        // Requests sent as each connection opens, all queued within
+        // microseconds: the worker wakes for the first and finds the rest.
+        let mut sleeper = s.connect();
+        sleeper.send(format!("GET /sleep?s=2&id={round} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let mut fast: Vec<Client> = (0..6)
+            .map(|_| {
+                let mut c = s.connect();
+                c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+                c
+            })
+            .collect();
+        for c in &mut fast {
+            c.set_read_timeout(Duration::from_secs(10));
+            assert_eq!(c.response().text(), "fast");
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "round {round}: the quick requests took {took:?}, behind a 2 s sleep\n{}",
+            s.stderr()
         );
         sleeper.set_read_timeout(Duration::from_secs(10));
         assert_eq!(sleeper.response().text(), format!("slept {round}"));
