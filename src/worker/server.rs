@@ -255,6 +255,14 @@ impl Stash {
         self.len.store(q.len(), Ordering::Relaxed);
     }
 
+    /// Keeps a connection that is not in epoll (just accepted) for this
+    /// thread to read next; [`hand_back`] registers it if it comes to that.
+    fn push_conn(&self, conn: Box<Conn>) {
+        let mut q = self.lock();
+        q.push_back(Box::into_raw(conn) as u64);
+        self.len.store(q.len(), Ordering::Relaxed);
+    }
+
     fn take_all(&self) -> std::collections::VecDeque<u64> {
         if self.len.load(Ordering::Relaxed) == 0 {
             return Default::default();
@@ -390,7 +398,7 @@ impl Shared {
                 // wake another for them. Take them before going (they are
                 // served with `Connection: close`); later ones wake the
                 // workers still registered.
-                if let Some(conn) = accept(self, i) {
+                if let Some(conn) = accept(self, i, None) {
                     arm(self, conn, EpollFlags::EPOLLIN);
                 }
             }
@@ -819,7 +827,7 @@ fn next_request(
         if token == 0 {
             continue;
         } else if token <= MAX_LISTENER_TOKEN {
-            current = accept_unless_stopping(shared, token as usize - 1);
+            current = accept_unless_stopping(shared, token as usize - 1, stash);
         } else {
             // SAFETY: a conn token just taken from epoll or this thread's stash.
             current = Some(unsafe { conn_of(token) });
@@ -907,12 +915,12 @@ static ACCEPTING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 /// stops. What is queued then is the stopping thread's to take (see
 /// [`Shared::stop_accepting`]); a connection accepted after the worker
 /// counted its last ones would be closed unanswered at exit.
-fn accept_unless_stopping(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
+fn accept_unless_stopping(shared: &Shared, idx: usize, stash: &Stash) -> Option<Box<Conn>> {
     ACCEPTING.fetch_add(1, Ordering::SeqCst);
     let conn = if super::STOPPING.load(Ordering::SeqCst) {
         None
     } else {
-        accept(shared, idx)
+        accept(shared, idx, Some(stash))
     };
     ACCEPTING.fetch_sub(1, Ordering::SeqCst);
     conn
@@ -921,8 +929,12 @@ fn accept_unless_stopping(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
 /// Accepts what is queued on listener `idx` (up to a batch). Returns the
 /// last new connection unregistered, for the caller to read at once: a
 /// client usually sends its request with the connection, and reading it
-/// now saves it a trip to the back of the epoll queue.
-fn accept(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
+/// now saves it a trip to the back of the epoll queue. The others go to
+/// the calling app thread's `stash`, unregistered too, when a watcher can
+/// hand them back (see [`Stash`]), else into epoll: registering a connection
+/// that is read at once anyway cost an epoll_ctl per request under
+/// `Connection: close`.
+fn accept(shared: &Shared, idx: usize, stash: Option<&Stash>) -> Option<Box<Conn>> {
     let listener = &shared.listeners[idx];
     let mut newest: Option<Box<Conn>> = None;
     for n in 0..ACCEPT_BATCH {
@@ -1002,7 +1014,10 @@ fn accept(shared: &Shared, idx: usize) -> Option<Box<Conn>> {
             head: HeadIndex::default(),
         });
         if let Some(older) = newest.replace(conn) {
-            arm(shared, older, EpollFlags::EPOLLIN);
+            match stash {
+                Some(stash) if POOL.watched.load(Ordering::Relaxed) => stash.push_conn(older),
+                _ => arm(shared, older, EpollFlags::EPOLLIN),
+            }
         }
     }
     newest
