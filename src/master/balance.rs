@@ -369,6 +369,13 @@ mod tests {
         m.conns().store(conns, Ordering::Relaxed);
     }
 
+    /// As if none of `m`'s requests had finished for longer than STUCK_MS.
+    fn stuck(m: &Member) {
+        m.slot()
+            .progress_ms
+            .store(now_ms().saturating_sub(STUCK_MS + 10), Ordering::Relaxed);
+    }
+
     #[test]
     fn a_worker_parks_past_its_share_and_only_then() {
         let (table, _fd) = Table::create().unwrap();
@@ -403,17 +410,13 @@ mod tests {
         }
         assert!(matches!(a.should_park(), Park::Yes));
         // ... not once none has finished for STUCK_MS (long requests) ...
-        b.slot()
-            .progress_ms
-            .store(now_ms().saturating_sub(STUCK_MS + 10), Ordering::Relaxed);
+        stuck(&b);
         assert!(matches!(a.should_park(), Park::No));
         // ... and again when one finishes.
         b.leave_app();
         b.enter_app();
         assert!(matches!(a.should_park(), Park::Yes));
-        b.slot()
-            .progress_ms
-            .store(now_ms().saturating_sub(STUCK_MS + 10), Ordering::Relaxed);
+        stuck(&b);
         b.leave_app();
         assert!(matches!(a.should_park(), Park::Yes));
         // Hung: no heartbeat for longer than STALE_MS.

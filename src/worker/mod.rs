@@ -20,9 +20,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::time::{ClockId, clock_gettime};
-
 use nix::sys::epoll::{Epoll, EpollCreateFlags};
+use nix::time::{ClockId, clock_gettime};
 use pyo3::prelude::*;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::Signals;
