@@ -11,7 +11,7 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -65,6 +65,10 @@ pub struct Response {
 /// itself (after what is queued): copying them for the flusher would cost
 /// about what the write does.
 const DIRECT_WRITE: usize = 64 * 1024;
+
+/// What an app hears when it calls a kept `start_response` or `write` after
+/// the request ended.
+const OVER: &str = "the request this start_response belongs to is over";
 
 /// A response's [`Stream`], abandoned (the flusher stops writing it) when
 /// dropped before it is finished: the response was cut short.
@@ -232,12 +236,25 @@ impl Response {
         self.content_length
     }
 
-    pub fn sock(&self) -> &Arc<ConnSocket> {
-        self.setup.sock.as_ref().expect("a released response is never used")
+    /// The connection, until the request is over: an app that kept
+    /// `start_response` or `write` and calls it later gets an error.
+    pub fn sock(&self) -> io::Result<&Arc<ConnSocket>> {
+        self.setup
+            .sock
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, OVER))
     }
 
-    /// Lets go of the connection and of everything this request held, so
-    /// that the `StartResponse` object can wait for the next request.
+    /// Whether the request is over ([`Response::release`]).
+    pub fn released(&self) -> bool {
+        self.setup.sock.is_none()
+    }
+
+    /// Lets go of the connection and of everything this request held, at
+    /// the end of every request: the connection must not stay open because
+    /// the app kept `start_response` (nor another request's bytes go out
+    /// through it), and an object nothing else holds waits for the next
+    /// request.
     pub fn release(&mut self) {
         self.setup.sock = None;
         self.setup.expect = None;
@@ -468,7 +485,7 @@ impl Response {
         let slices = framed.slices();
         let size: usize = slices.iter().map(|s| s.len()).sum();
         if self.stream.is_none() && size < DIRECT_WRITE {
-            self.stream = Stream::new(self.sock().clone(), self.setup.write_timeout).map(StreamEnd);
+            self.stream = Stream::new(self.sock()?.clone(), self.setup.write_timeout).map(StreamEnd);
         }
         let result = match &self.stream {
             Some(end) if size < DIRECT_WRITE => match end.0.push(&slices) {
@@ -497,7 +514,7 @@ impl Response {
         let mut slices = Vec::with_capacity(1 + body.len());
         slices.push(IoSlice::new(&queued));
         slices.extend(body.iter().map(|s| IoSlice::new(s)));
-        let sock = &**self.sock();
+        let sock = &**self.sock()?;
         let timeout = self.setup.write_timeout;
         let mut rest: &mut [IoSlice<'_>] = &mut slices;
         // What the socket takes at once goes out attached: releasing the GIL
@@ -553,7 +570,7 @@ impl Response {
             return Ok(());
         }
         let head = self.head(known_total);
-        let sock = &**self.sock();
+        let sock = &**self.sock()?;
         let timeout = self.setup.write_timeout;
         let r = py.detach(|| write_all(sock.fd_borrow(), &mut [IoSlice::new(&head)], timeout));
         if r.is_err() {
@@ -599,6 +616,9 @@ impl StartResponse {
     ) -> PyResult<Py<PyAny>> {
         {
             let mut me = slf.try_borrow_mut()?;
+            if me.resp.released() {
+                return Err(PyRuntimeError::new_err(OVER));
+            }
             let exc = exc_info.filter(|e| !e.is_none());
             match exc {
                 Some(exc) if me.resp.head_sent => {
@@ -623,6 +643,9 @@ impl StartResponse {
         let bytes = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
+        if self.resp.released() {
+            return Err(PyRuntimeError::new_err(OVER));
+        }
         if !self.resp.started() {
             return Err(PyAssertionError::new_err("write() called before start_response"));
         }

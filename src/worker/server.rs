@@ -1526,12 +1526,15 @@ fn serve(
     if only_ours(&input) && input.try_borrow().is_ok_and(|i| i.reader.is_none()) {
         *spare_input = Some(input.unbind());
     }
-    if only_ours(&sr)
-        && let Ok(mut me) = sr.try_borrow_mut()
-    {
+    // The request is over for start_response even when the app kept it: it
+    // lets go of the socket. (Not borrowable only while a thread of the
+    // app's own is inside it; that one keeps the socket as long as it lives.)
+    if let Ok(mut me) = sr.try_borrow_mut() {
         me.resp.release();
         drop(me);
-        *spare_start_response = Some(sr.unbind());
+        if only_ours(&sr) {
+            *spare_start_response = Some(sr.unbind());
+        }
     }
     Some(Served {
         conn,

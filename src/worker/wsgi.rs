@@ -741,7 +741,9 @@ impl Statics {
             return Ok(Some(Err(Failure::Client)));
         }
         if me.resp.framing() != Framing::NoBody && len > 0 {
-            let sock = me.resp.sock();
+            let Ok(sock) = me.resp.sock() else {
+                return Ok(Some(Err(Failure::Client)));
+            };
             let timeout = me.resp.write_timeout();
             match py.detach(|| sendfile_all(sock.fd_borrow(), file, offset, len, timeout)) {
                 Ok(n) => me.resp.note_sent(n),

@@ -271,3 +271,21 @@ fn a_kept_wsgi_input_or_start_response_is_not_reused() {
         assert_eq!(r.text(), format!("fresh {body}"), "{path}");
     }
 }
+
+/// An app that keeps start_response does not keep the connection open with
+/// it: a request that asks to close gets its FIN (the kept object held the
+/// socket, so the client waited forever and every such request leaked an
+/// fd), and the kept callable and its write() raise once the request is over.
+#[test]
+fn a_kept_start_response_lets_go_of_the_connection() {
+    let s = Server::start("kept_input:app", &["-w", "1"]);
+    let mut c = s.connect();
+    c.send(b"POST /keep HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\none");
+    let r = c.read_response(false).expect("an answer");
+    assert_eq!(r.text(), "fresh one");
+    let end = c.read_to_end(Duration::from_secs(5));
+    assert_eq!(end, Ending::Eof(Vec::new()), "the connection stayed open");
+    let r = s.request(b"GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let over = "RuntimeError: the request this start_response belongs to is over";
+    assert_eq!(r.text(), format!("{over}\n{over}"));
+}
