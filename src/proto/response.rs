@@ -141,8 +141,10 @@ pub fn chunk_size_line(len: usize) -> ([u8; 18], usize) {
     (out, digits + 2)
 }
 
-/// A minimal complete response for errors the server answers itself.
-pub fn simple_response(status: u16, reason: &str, date: &[u8], close: bool) -> Vec<u8> {
+/// A minimal complete response for errors the server answers itself; to a
+/// HEAD request, the head alone (RFC 9110 9.3.2: no content, whatever the
+/// status).
+pub fn simple_response(status: u16, reason: &str, date: &[u8], close: bool, head_request: bool) -> Vec<u8> {
     let body = format!("{status} {reason}\n");
     let mut out = Vec::with_capacity(160);
     let mut w = HeadWriter { buf: &mut out };
@@ -155,7 +157,9 @@ pub fn simple_response(status: u16, reason: &str, date: &[u8], close: bool) -> V
         w.header(b"Connection", b"close");
     }
     w.end();
-    out.extend_from_slice(body.as_bytes());
+    if !head_request {
+        out.extend_from_slice(body.as_bytes());
+    }
     out
 }
 

@@ -266,6 +266,10 @@ impl Response {
         self.setup.write_timeout
     }
 
+    pub fn head_request(&self) -> bool {
+        self.setup.head_request
+    }
+
     pub fn no_body(&self) -> bool {
         self.setup.head_request || self.code < 200 || self.code == 204 || self.code == 304
     }

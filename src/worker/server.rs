@@ -1547,7 +1547,9 @@ fn serve(
 
 /// Answers a request we refuse to parse, then the caller closes.
 fn refuse(conn: &Conn, status: u16, reason: &str, why: &dyn std::fmt::Display) {
-    let msg = simple_response(status, reason, &date_now(), true);
+    // No body for a HEAD request, as far as the start of its line tells.
+    let head_request = conn.buf.trim_ascii_start().starts_with(b"HEAD ");
+    let msg = simple_response(status, reason, &date_now(), true, head_request);
     // Best effort and never waiting (this may run with the GIL held): a
     // client that cannot take a 150-byte answer is not owed one.
     let _ = write_or_park(conn.sock.fd_borrow(), &mut [io::IoSlice::new(&msg)]);

@@ -594,7 +594,7 @@ impl Statics {
                     log::warn!("{}: {why}", request_line());
                     let last = match status {
                         Some((code, reason)) if !resp.head_sent() => {
-                            let msg = simple_response(code, reason, &super::date_now(), true);
+                            let msg = simple_response(code, reason, &super::date_now(), true, resp.head_request());
                             return Outcome {
                                 code,
                                 body_bytes: 0,
@@ -621,7 +621,13 @@ impl Statics {
                         last: None,
                     };
                 }
-                let msg = simple_response(500, "Internal Server Error", &super::date_now(), true);
+                let msg = simple_response(
+                    500,
+                    "Internal Server Error",
+                    &super::date_now(),
+                    true,
+                    resp.head_request(),
+                );
                 Outcome {
                     code: 500,
                     body_bytes: 0,

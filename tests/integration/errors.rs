@@ -49,6 +49,26 @@ fn exception_after_an_empty_chunk_is_still_500() {
     is_500(&s, "/empty-then-raise", "RuntimeError: boom-after-an-empty-chunk");
 }
 
+/// A HEAD request whose app fails gets the 500's head and no body: the
+/// bytes after the head are nothing but the connection's end (they were
+/// "500 Internal Server Error\n"). The same for a request the server
+/// refuses itself (here a header line without a colon).
+#[test]
+fn a_failed_head_request_gets_no_body() {
+    let s = Server::start("errors:app", &[]);
+    for (raw, status) in [
+        (&b"HEAD /before HTTP/1.1\r\nHost: x\r\n\r\n"[..], 500),
+        (&b"HEAD /ok HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n"[..], 400),
+    ] {
+        let mut c = s.connect();
+        c.send(raw);
+        let r = c.read_response(true).expect("an answer");
+        assert_eq!(r.status, status, "{r:?}");
+        assert_eq!(c.read_to_end(LOG_WAIT), Ending::Eof(Vec::new()), "{status}");
+    }
+    assert_eq!(s.get("/ok").text(), "ok");
+}
+
 #[test]
 fn exception_mid_stream_closes_the_connection() {
     let s = Server::start("errors:app", &[]);
