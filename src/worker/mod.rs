@@ -185,8 +185,17 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                 // 100 ms of slack is noise and costs nothing per request.
                 let mut next_scan = Instant::now();
                 let mut queued = false;
+                // Armed by an app thread (server::Activity::guard): a look
+                // every WATCH_STEP until nothing has waited for a whole
+                // TIMER_STEP, for what threads stuck in the app hold while
+                // no other thread watches.
+                let mut quiet_since: Option<Instant> = None;
                 loop {
                     let mut step = next_scan.saturating_duration_since(Instant::now());
+                    let net = s.activity.net_armed();
+                    if net {
+                        step = step.min(server::WATCH_STEP);
+                    }
                     if let Some(a) = &announcer {
                         // Single-process mode: wake when systemd's watchdog
                         // is due, not at the next scan (a ping due just
@@ -208,10 +217,18 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                             b.member().wait(seq, step);
                             s.unpark_if_due(false);
                         }
-                        None => std::thread::sleep(step),
+                        None => s.activity.bell.wait(step),
                     }
                     if let Some(a) = &announcer {
                         lock(a).tick();
+                    }
+                    if net || s.activity.net_armed() {
+                        if s.activity.net_look(&s) {
+                            quiet_since = None;
+                        } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= TIMER_STEP {
+                            s.activity.disarm_net();
+                            quiet_since = None;
+                        }
                     }
                     if Instant::now() < next_scan {
                         continue;
@@ -219,7 +236,8 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                     next_scan = Instant::now() + TIMER_STEP;
                     // The last resort for events stashed by a thread stuck
                     // in the app when no other thread could put them back
-                    // (see server::Stash); the watcher does it within 1 ms.
+                    // (see server::Stash); the watcher, or the net above
+                    // when there is none, does it within 1 ms.
                     s.activity.release_stuck_stashes(&s, usize::MAX);
                     let n = s.registry.expire();
                     if n > 0 {

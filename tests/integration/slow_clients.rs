@@ -305,6 +305,49 @@ fn quick_ones_come_first(
     assert_eq!(sleeper.response().text(), format!("slept {round}"));
 }
 
+/// With one app thread nobody else can write the responses it deferred
+/// (batched writes) when its next request turns out slow: the timer thread
+/// does, within milliseconds. It used to at its next 100 ms scan, so the
+/// quick responses waited up to 100 ms behind the slow one's sleep. Six
+/// quick requests go first, so that the slow one is surely there when the
+/// thread has served them. The check is on the median of seven rounds: a
+/// round stalled by a busy machine does not fail it. In a single process
+/// and under a master (the timer is woken by different means).
+#[test]
+fn quick_responses_do_not_wait_for_a_slow_request_on_the_only_thread() {
+    quick_ones_beside_a_slow_one_on_one_thread(&["-w", "1"]);
+    quick_ones_beside_a_slow_one_on_one_thread(&["-w", "1", "-p", "1"]);
+}
+
+fn quick_ones_beside_a_slow_one_on_one_thread(args: &[&str]) {
+    let s = Server::start("slow:app", args);
+    let mut slow = s.connect();
+    let mut quick: Vec<Client> = (0..6).map(|_| s.connect()).collect();
+    for c in quick.iter_mut().chain([&mut slow]) {
+        assert_eq!(c.get("/").text(), "fast");
+        c.set_read_timeout(Duration::from_secs(10));
+    }
+    let mut waits = Vec::new();
+    for round in 0..7 {
+        let started = std::time::Instant::now();
+        for c in &mut quick {
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        slow.send(format!("GET /sleep?s=0.3&id={round} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        for c in &mut quick {
+            assert_eq!(c.response().text(), "fast");
+        }
+        waits.push(started.elapsed());
+        assert_eq!(slow.response().text(), format!("slept {round}"));
+    }
+    let mut sorted = waits.clone();
+    sorted.sort();
+    assert!(
+        sorted[3] < Duration::from_millis(20),
+        "{args:?}: the quick responses waited {waits:?} behind 300 ms requests"
+    );
+}
+
 /// Requests that arrive together may be taken from epoll by one thread in
 /// one wait; if the first of them waits in the app, the others must not
 /// wait behind it: they are put back for the other threads.
