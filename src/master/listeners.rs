@@ -25,6 +25,8 @@ pub enum ListenError {
     Bind { addr: String, cause: io::Error },
     #[error("cannot listen on {addr}: {path} exists and is not a socket")]
     NotASocketPath { addr: String, path: String },
+    #[error("cannot listen on {addr}: a server is already listening on {path}")]
+    SocketInUse { addr: String, path: String },
     #[error("cannot use {addr}: {reason}")]
     BadFd { addr: String, reason: String },
 }
@@ -54,6 +56,27 @@ impl Listener {
             Local::Unix(p) => format!("unix:{p}"),
         }
     }
+}
+
+/// Whether a process accepts connections on the Unix socket at `path`: a
+/// connect that succeeds, or finds the backlog full (EAGAIN: the probe is
+/// non-blocking). Refused, or any other failure: a stale socket.
+fn someone_listens(path: &std::path::Path) -> bool {
+    let Ok(fd) = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    ) else {
+        return false;
+    };
+    let Ok(ua) = UnixAddr::new(path) else {
+        return false;
+    };
+    matches!(
+        socket::connect(fd.as_raw_fd(), &ua),
+        Ok(()) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINPROGRESS)
+    )
 }
 
 fn err(addr: &ListenAddr) -> impl Fn(nix::Error) -> ListenError + '_ {
@@ -133,11 +156,18 @@ pub fn bind(addr: &ListenAddr, opts: BindOptions) -> Result<Listener, ListenErro
             })
         }
         ListenAddr::Unix(path) => {
-            // A stale socket from a previous run is replaced; anything else
-            // at that path is the operator's file and is left alone.
+            // A stale socket from a previous run is replaced; one a server
+            // still listens on (a second start by mistake) and anything that
+            // is not a socket are left alone.
             if let Ok(meta) = std::fs::symlink_metadata(path) {
                 if !meta.file_type().is_socket() {
                     return Err(ListenError::NotASocketPath {
+                        addr: addr.to_string(),
+                        path: path.display().to_string(),
+                    });
+                }
+                if someone_listens(path) {
+                    return Err(ListenError::SocketInUse {
                         addr: addr.to_string(),
                         path: path.display().to_string(),
                     });

@@ -156,6 +156,32 @@ fn unix_stale_socket_file_is_replaced_and_removed_on_exit() {
     );
 }
 
+/// A second server started on the same Unix socket path by mistake is
+/// refused, and the first keeps its socket (it used to be unlinked and
+/// replaced by the second's, which then exited: the first served no one).
+#[test]
+fn unix_socket_in_use_is_refused_and_left_alone() {
+    let dir = TempDir::new("unixinuse");
+    let path = dir.path().join("z.sock");
+    let listen = || ["-l".to_string(), format!("unix:{}", path.display())];
+    let first = Server::builder("echo_app:app")
+        .listen_args(listen(), Some(Target::Unix(path.clone())))
+        .start();
+    assert_eq!(first.request(HTTP10).status, 200);
+    let second = Server::builder("echo_app:app")
+        .listen_args(listen(), Some(Target::Unix(path.clone())))
+        .run_to_exit(Duration::from_secs(10));
+    assert!(!second.status.success(), "{second:?}");
+    assert!(
+        second
+            .stderr
+            .contains(&format!("a server is already listening on {}", path.display())),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(first.request(HTTP10).status, 200);
+}
+
 #[test]
 fn unix_abstract() {
     let name = format!("zibai-it-{}-{}", std::process::id(), unique());
