@@ -14,7 +14,7 @@ use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use super::io::{read_blocking, write_all};
+use super::io::{read_blocking, read_some, write_all};
 use super::registry::ConnSocket;
 use crate::proto::chunked::ChunkedDecoder;
 use crate::proto::request::BodyKind;
@@ -256,25 +256,39 @@ impl BodyReader {
         }
     }
 
-    /// Reads and discards what is left of the body, up to `limit` bytes;
-    /// true when the body ended within it (the connection stays usable).
-    pub fn drain(&mut self, limit: u64) -> bool {
-        if self.expect.as_ref().is_some_and(|e| !e.sent()) {
-            // The client waits for our 100 before sending (or has its final
-            // response already): nothing to drain, but its body may still
-            // come, so the connection cannot be reused.
-            return false;
-        }
-        let mut discarded = 0u64;
-        let mut sink = Vec::new();
-        while !self.is_done() {
-            sink.clear();
-            if discarded > limit || self.read_into(&mut sink, READ_CHUNK, None).is_err() {
-                return false;
+    /// Whether what is left of the body can be discarded to keep the
+    /// connection: not when reading it failed, nor when the client waits
+    /// for a 100 Continue it never got (it may send the body after our
+    /// final response, or not: the connection cannot be reused).
+    pub fn discardable(&self) -> bool {
+        self.failure.is_none() && self.expect.as_ref().is_none_or(|e| e.sent())
+    }
+
+    /// Discards what is left of the body without waiting: what is here,
+    /// then what the socket has. `Ok(true)` once the body ended (the bytes
+    /// after it are the next request's: [`BodyReader::into_buffer`]),
+    /// `Ok(false)` when the socket has nothing more for now. The body's
+    /// size is bounded as when the app reads it (its Content-Length was
+    /// checked, the chunked decoder has the limit).
+    pub fn discard_now(&mut self) -> Result<bool, BodyError> {
+        loop {
+            if !self.available(READ_CHUNK)?.is_empty() {
+                continue;
             }
-            discarded += sink.len() as u64;
+            if self.is_done() {
+                return Ok(true);
+            }
+            if self.pos > 0 && self.pos == self.buf.len() {
+                self.buf.clear();
+                self.pos = 0;
+            }
+            match read_some(self.sock.fd_borrow(), &mut self.buf, READ_CHUNK) {
+                Ok(0) => return Err(BodyError::Truncated),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
         }
-        true
     }
 }
 

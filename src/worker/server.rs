@@ -42,8 +42,6 @@ use crate::proto::response::simple_response;
 /// Bodies up to this size are waited for before the app is called, so a
 /// slow uploader of a small form does not hold an app thread.
 const PREREAD_BODY: u64 = 64 * 1024;
-/// An unread body up to this size is discarded to keep the connection.
-const DRAIN_LIMIT: u64 = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// epoll tokens at or below this are listeners (index + 1); above, a `Conn` pointer.
 const MAX_LISTENER_TOKEN: u64 = 4096;
@@ -370,6 +368,10 @@ struct Conn {
     head: HeadIndex,
     /// In the epoll set yet (a new connection is read once before it is).
     registered: bool,
+    /// The rest of a request body the app left unread, discarded as it
+    /// arrives after the response went out (no app thread waits for it);
+    /// the next request follows it.
+    discard: Option<Box<BodyReader>>,
 }
 
 impl Shared {
@@ -522,10 +524,12 @@ struct Served {
 impl Served {
     /// Whether its last write may wait for the next request's: only a
     /// quick response on a connection that stays open with nothing
-    /// pipelined behind it (which would be served next, on this thread).
+    /// pipelined behind it (which would be served next, on this thread)
+    /// nor a body to discard.
     fn deferrable(&self) -> bool {
         !self.close
             && self.conn.buf.is_empty()
+            && self.conn.discard.is_none()
             && self.took < DEFER_IF_UNDER
             && !self.last.as_ref().is_some_and(Framed::streams)
     }
@@ -978,6 +982,11 @@ fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&mut Frame
         close_conn(shared, conn);
         return None;
     }
+    if conn.discard.is_some() {
+        // What is left of an unread body: read and dropped by `drive`.
+        conn.sock.set_state(ConnState::Reading);
+        return Some(conn);
+    }
     if conn.buf.is_empty() {
         conn.sock.set_state(ConnState::Idle);
         shared.registry.set_deadline(&conn.sock, timeouts.keep_alive);
@@ -1097,6 +1106,7 @@ fn accept(shared: &Shared, idx: usize, stash: Option<&Stash>) -> Option<Box<Conn
             close_after_out: false,
             proxy_pending,
             registered: false,
+            discard: None,
             head: HeadIndex::default(),
         });
         if let Some(older) = newest.replace(conn) {
@@ -1241,6 +1251,31 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 }
                 Ok(false) => {
                     wait_writable(shared, conn);
+                    return None;
+                }
+                Err(_) => {
+                    close_conn(shared, conn);
+                    return None;
+                }
+            }
+        }
+        if let Some(body) = conn.discard.as_mut() {
+            match body.discard_now() {
+                Ok(true) => {
+                    let body = conn.discard.take().expect("discarding");
+                    conn.buf = body.into_buffer();
+                    if conn.buf.is_empty() {
+                        conn.sock.set_state(ConnState::Idle);
+                        shared.registry.set_deadline(&conn.sock, timeouts.keep_alive);
+                    } else {
+                        shared.registry.set_deadline(&conn.sock, timeouts.header);
+                    }
+                }
+                Ok(false) => {
+                    // The body's patience again: the read timeout since
+                    // its last progress.
+                    shared.registry.set_deadline(&conn.sock, timeouts.read);
+                    arm(shared, conn, EpollFlags::EPOLLIN);
                     return None;
                 }
                 Err(_) => {
@@ -1557,14 +1592,17 @@ fn serve(
     // connection cannot be reused then.
     let reader = input.try_borrow_mut().ok().and_then(|mut i| i.reader.take());
     let mut close = outcome.close || shared.stopping() || reader.is_none();
-    if let Some(mut reader) = reader {
-        if !reader.is_done() && !close && !py.detach(|| reader.drain(DRAIN_LIMIT)) {
+    if let Some(reader) = reader {
+        if reader.is_done() {
+            conn.buf = reader.into_buffer();
+        } else if !close && reader.discardable() {
+            // Dropped after the response goes out, as it arrives, by
+            // whichever thread the connection's events wake: neither the
+            // response nor this thread waits for a client's body.
+            conn.discard = Some(Box::new(reader));
+        } else {
             close = true;
         }
-        if !reader.is_done() {
-            close = true;
-        }
-        conn.buf = reader.into_buffer();
     }
     super::control::request_done();
     let finished = Instant::now();

@@ -391,3 +391,43 @@ fn connections_accepted_together_do_not_wait_behind_a_slow_one() {
         quick_ones_come_first(&s, round, started, &mut fast, &mut sleeper);
     }
 }
+
+/// An app that answers without reading a large body (a 404, a refused
+/// upload) frees its thread at once: the response goes out and the body is
+/// dropped as it arrives, with no thread waiting for it. The server used
+/// to drain it on the app thread first, before the response, waiting up to
+/// the read timeout for each read: a request head alone held the only
+/// thread for 30 s. The connection stays usable once the body has come.
+#[test]
+fn an_unread_body_holds_neither_the_thread_nor_the_response() {
+    let s = Server::start("slow:app", &["-w", "1", "--read-timeout", "20"]);
+    let mut uploader = s.connect();
+    uploader.set_read_timeout(Duration::from_secs(5));
+    let body = vec![b'x'; 100_000];
+    uploader.send(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = uploader.read_response(false).expect("the answer, before the body");
+    assert_eq!((r.status, r.text().as_str()), (200, "fast"));
+    // The only app thread serves others meanwhile.
+    let mut other = s.connect();
+    other.set_read_timeout(Duration::from_secs(5));
+    assert_eq!(other.get("/").text(), "fast");
+    // The body comes, in two parts, then the next request on the same connection.
+    uploader.send(&body[..50_000]);
+    assert_eq!(other.get("/").text(), "fast");
+    uploader.send(&body[50_000..]);
+    assert_eq!(uploader.get("/").text(), "fast");
+    // The same for a chunked body, its trailer included.
+    let mut chunked = s.connect();
+    chunked.set_read_timeout(Duration::from_secs(5));
+    chunked.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+    assert_eq!(chunked.response().text(), "fast");
+    assert_eq!(other.get("/").text(), "fast");
+    chunked.send(b"lo\r\n0\r\nX-Trailer: 1\r\n\r\n");
+    assert_eq!(chunked.get("/").text(), "fast");
+}
