@@ -83,6 +83,7 @@ fn run() -> anyhow::Result<ExitCode> {
     if let Some(mask) = config.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
+    master::upgrade::remember_start_dir();
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).with_context(|| format!("--chdir {}", dir.display()))?;
     }
@@ -111,7 +112,14 @@ fn run() -> anyhow::Result<ExitCode> {
     {
         Pidfile::create(path, std::process::id())?.0.remove();
     }
-    let ready_pipe = if config.daemon { Some(daemon::detach()?) } else { None };
+    // A new master from USR2 stays the old one's child (which is the
+    // daemon already): detached again, it would look to the upgrade like a
+    // master that exited at once, on both sides.
+    let ready_pipe = if config.daemon && upgrade.is_none() {
+        Some(daemon::detach()?)
+    } else {
+        None
+    };
     // After detaching: a daemon's stderr is /dev/null, its logs go to files.
     zibai::logging::open(
         config.error_log.clone(),

@@ -17,6 +17,18 @@ const FDS_ENV: &str = "ZIBAI_UPGRADE_FDS";
 /// The pid of the master that started this one.
 const FROM_ENV: &str = "ZIBAI_UPGRADE_FROM";
 
+/// The directory the master was started in, before `--chdir`: a new
+/// master reads the same command line, so relative paths in it (the
+/// `--chdir` itself, `--pid`, `-c`, logs) must mean what they meant.
+static START_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Called by `main` before it changes directory.
+pub fn remember_start_dir() {
+    if let Ok(dir) = std::env::current_dir() {
+        let _ = START_DIR.set(dir);
+    }
+}
+
 /// Starts the new master; returns its pid.
 pub fn start_new_master(listeners: &[Listener]) -> io::Result<Pid> {
     // The binary on disk now: upgrading is the point.
@@ -25,6 +37,9 @@ pub fn start_new_master(listeners: &[Listener]) -> io::Result<Pid> {
     let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
     let mut cmd = super::spawn::reexec(&exe, fds);
     cmd.env(FDS_ENV, list).env(FROM_ENV, std::process::id().to_string());
+    if let Some(dir) = START_DIR.get() {
+        cmd.current_dir(dir);
+    }
     let child = cmd.spawn()?;
     Ok(Pid::from_raw(child.id() as i32))
 }

@@ -470,6 +470,50 @@ fn daemon_single_process_returns_once_serving() {
     daemon_serves_then_stops(&["-p", "0"], 0);
 }
 
+/// USR2 to a daemon: the new master stays the old one's child (it used to
+/// daemonize again, so each master took the other for dead, and the old
+/// one's exit unlinked the Unix socket the new one served on), and after
+/// WINCH and TERM the new master owns the pidfile and the socket.
+#[test]
+fn daemon_upgrade_hands_over() {
+    let dir = TempDir::new("daemonup");
+    let file = dir.path().join("d.pid");
+    let file2 = upgrade_pidfile(&file);
+    let sock = dir.path().join("d.sock");
+    let _strays = Strays::pidfile(&file);
+    let _strays2 = Strays::pidfile(&file2);
+    let (launcher, st) = run_daemon("echo_app:app", &["-p", "1"], &file, &sock);
+    assert_eq!(st.code(), Some(0), "{}", launcher.stderr());
+    let old = pidfile_pid(&file).expect("a pidfile naming the daemon");
+    kill(old, libc::SIGUSR2);
+    let mut new = None;
+    assert!(
+        wait_until(BOOT, || {
+            new = pidfile_pid(&file2).filter(|&p| workers_of(p).len() == 1);
+            new.is_some()
+        }),
+        "no new master serving: {:?}",
+        children(old)
+    );
+    let new = new.unwrap();
+    assert_eq!(
+        proc_info(new).map(|p| p.ppid),
+        Some(old),
+        "the new master is not the old one's child"
+    );
+    kill(old, libc::SIGWINCH);
+    kill(old, libc::SIGTERM);
+    assert!(wait_until(STOP, || proc_gone(old)), "the old master did not exit");
+    assert!(
+        wait_until(STOP, || pidfile_pid(&file) == Some(new)),
+        "the new master did not take the pidfile over"
+    );
+    let r = Client::connect(&Target::Unix(sock.clone())).request(b"GET /after HTTP/1.0\r\n\r\n");
+    assert_eq!((r.status, r.kv().at("PATH_INFO")), (200, "/after"));
+    kill(new, libc::SIGTERM);
+    assert!(wait_until(STOP, || proc_gone(new)), "the new master did not exit");
+}
+
 #[test]
 fn daemon_that_cannot_load_the_app_fails_the_command() {
     for mode in ["0", "1"] {
@@ -926,6 +970,33 @@ fn upgrade_pidfile(file: &Path) -> PathBuf {
     let mut p = file.as_os_str().to_owned();
     p.push(".2");
     PathBuf::from(p)
+}
+
+/// The new master reads the old one's command line in the directory the
+/// old one was started in, not the one its `--chdir` moved it to: a
+/// relative `--chdir` (here `..`, with the app imported as `apps.pids`)
+/// used to be applied twice, and the new master's workers could not import
+/// the app.
+#[test]
+fn usr2_upgrade_with_a_relative_chdir() {
+    let dir = TempDir::new("upchdir");
+    let file = dir.path().join("m.pid");
+    let mut s = Server::builder("apps.pids:app")
+        .args(["-p", "2", "--chdir", "..", "--pid", file.to_str().unwrap()])
+        .start();
+    let old = s.wait_workers(2, BOOT);
+    let (new_master, _new, _strays) = upgrade(&s, &old, &file);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{new_master}/cwd")).unwrap(),
+        apps_dir().parent().unwrap()
+    );
+    kill(new_master, libc::SIGTERM);
+    assert!(
+        wait_until(STOP, || proc_gone(new_master)),
+        "the new master did not exit"
+    );
+    s.signal(libc::SIGTERM);
+    s.wait_exit(STOP);
 }
 
 #[test]
