@@ -582,6 +582,21 @@ impl Master {
     /// Timeouts: boot and heartbeat, and the stop backstop.
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        // A worker that has served for EARLY_DEATH ends a run of early
+        // deaths: the next one, maybe hours later, starts a new count (it
+        // used to inherit the old run's longest delay).
+        if self.crashes > 0
+            && self
+                .workers
+                .iter()
+                .any(|w| w.state == State::Running && w.started.elapsed() >= EARLY_DEATH)
+        {
+            log::info!(
+                "Workers serve again after {} early deaths; the back-off starts over",
+                self.crashes
+            );
+            self.crashes = 0;
+        }
         if let Some(Stopping::Graceful { kill_at } | Stopping::Quick { kill_at }) = self.stopping
             && now >= kill_at
         {

@@ -642,6 +642,37 @@ fn repeated_early_deaths_back_off() {
     assert!(s.log_count("exited with code 7") >= 2);
 }
 
+/// A run of early deaths ends once a worker has served for 5 s: a later
+/// early death starts a new count, with no delay, instead of inheriting the
+/// run's (with a longer run, up to 10 s with no worker).
+#[test]
+fn a_worker_that_served_ends_a_run_of_early_deaths() {
+    let s = Server::builder("flaky_import:app")
+        .args(["-p", "1"])
+        .start_without_waiting();
+    s.expect_log("3 early worker deaths in a row", BOOT);
+    let first = s.wait_workers(1, BOOT);
+    s.expect_log(
+        "Workers serve again after 3 early deaths; the back-off starts over",
+        BOOT,
+    );
+    // The next worker dies as soon as it has booted: one early death.
+    s.signal(libc::SIGTTIN);
+    let mut second = Vec::new();
+    assert!(
+        wait_until(BOOT, || {
+            second = s.workers().into_iter().filter(|p| !first.contains(p)).collect();
+            second.len() == 1 && s.booted(second[0])
+        }),
+        "no second worker"
+    );
+    let _left = leftovers(&s, &second);
+    kill(second[0], libc::SIGKILL);
+    s.expect_log(&format!("Worker {} was killed by SIGKILL", second[0]), BOOT);
+    s.wait_workers(2, BOOT);
+    assert_eq!(s.log_count("early worker deaths in a row"), 2, "{}", s.stderr());
+}
+
 #[test]
 fn hooks_run_in_every_worker() {
     let mut args = vec!["-p", "2"];
