@@ -464,6 +464,8 @@ impl Response {
                 self.body_sent += total;
             }
         }
+        // (More than n cannot happen: every path above sends at most what
+        // the Content-Length leaves, sendfile included.)
         if last
             && let Framing::Length(n) = self.framing
             && self.body_sent < n

@@ -742,7 +742,18 @@ impl Statics {
             return Ok(Some(Err(Failure::Client)));
         }
         let available = (stat.st_size as u64).saturating_sub(offset as u64);
-        let len = me.resp.content_length().map_or(available, |cl| cl.min(available));
+        // What the Content-Length leaves after what write() already sent;
+        // a file longer than that is cut, and the connection closed, as
+        // for any body longer than its Content-Length.
+        let sent = me.resp.body_sent;
+        let len = match me.resp.content_length() {
+            Some(cl) if cl.saturating_sub(sent) < available => {
+                log::error!("the app sent more than its Content-Length of {cl}; response truncated");
+                me.resp.must_close = true;
+                cl.saturating_sub(sent)
+            }
+            _ => available,
+        };
         if me.resp.send_head(py, Some(len)).is_err() {
             return Ok(Some(Err(Failure::Client)));
         }

@@ -13,7 +13,8 @@ Streamed bodies of mixed block sizes (see util::mixed_body), no Content-Length:
                     generator (&cl=1: with their Content-Length; &small=1:
                     only blocks under 64 KiB)
     /write-file     write(b"written;"), then wsgi.file_wrapper over the big
-                    file (&cl=1: with the Content-Length of both)
+                    file (?cl=1: with the Content-Length of both; ?cl=file:
+                    with the file's alone, 8 bytes short)
 """
 
 import hashlib
@@ -72,7 +73,8 @@ def app(environ, start_response):
         f = open(big_file(), "rb")
         headers = [("Content-Type", "application/octet-stream")]
         if "cl" in query:
-            headers.append(("Content-Length", str(len(b"written;") + len(CHUNKS) * 65536)))
+            extra = 0 if query["cl"] == "file" else len(b"written;")
+            headers.append(("Content-Length", str(extra + len(CHUNKS) * 65536)))
         write = start_response("200 OK", headers)
         write(b"written;")
         return environ["wsgi.file_wrapper"](f, 65536)

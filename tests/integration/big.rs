@@ -2,7 +2,9 @@
 //! wsgi.file_wrapper (sendfile), compared byte for byte with what the test
 //! computes itself; the app's own sha256 is checked against the known one.
 
-use crate::util::{BIG_LEN, BIG_SHA256, Server, assert_same_body, big_body, mixed_body};
+use std::time::Duration;
+
+use crate::util::{BIG_LEN, BIG_SHA256, Ending, Server, assert_same_body, big_body, mixed_body};
 
 fn download(path: &str, want_chunked: bool) {
     let s = Server::start("big:app", &[]);
@@ -115,4 +117,24 @@ fn write_then_file_wrapper_chunked() {
 #[test]
 fn write_then_file_wrapper_with_content_length() {
     write_then_file_wrapper("?cl=1", false);
+}
+
+/// write() then a file_wrapper, with a Content-Length that counts the file
+/// alone: the body stops at the Content-Length and the connection closes.
+/// sendfile used to send the whole file after what write() sent, 8 bytes
+/// past the Content-Length, into the next response on the connection.
+#[test]
+fn write_then_file_wrapper_past_the_content_length_is_cut() {
+    let s = Server::start("big:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /write-file?cl=file HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    let mut want = b"written;".to_vec();
+    want.extend_from_slice(&big_body());
+    want.truncate(big_body().len());
+    assert_same_body(&r.body, &want, "/write-file?cl=file");
+    // Closed after it: the pipelined request is not answered, and nothing
+    // of the file comes after the body.
+    assert_eq!(c.read_to_end(Duration::from_secs(5)), Ending::Eof(Vec::new()));
 }
