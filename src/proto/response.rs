@@ -5,7 +5,7 @@ use super::request::{is_field_byte, is_tchar};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
-    #[error("invalid status {0:?}: expected three digits, a space and a reason phrase")]
+    #[error("invalid status {0:?}: expected three digits from 200 up, a space and a reason phrase")]
     Status(String),
     #[error("invalid header name {0:?}")]
     HeaderName(String),
@@ -21,7 +21,10 @@ pub fn parse_status(status: &str) -> Result<u16, ResponseError> {
     let b = status.as_bytes();
     let ok = b.len() >= 4
         && b[..3].iter().all(u8::is_ascii_digit)
-        && b[0] != b'0'
+        // 1xx are the server's to send (100 Continue when the app reads
+        // the body): as an app's final status one would leave the real
+        // response to be taken for the next request's.
+        && b[0] >= b'2'
         && b[3] == b' '
         && b[4..].iter().all(|&c| c == b'\t' || (c >= b' ' && c != 0x7f));
     if !ok {
@@ -179,6 +182,8 @@ mod tests {
             "abc OK",
             "200 OK\r\nX: y",
             "099 x",
+            "100 Continue",
+            "101 Switching Protocols",
             "200 a\nb",
             "",
         ] {

@@ -37,6 +37,9 @@ def app(environ, start_response):
     if path == "/bad-status":
         start_response("200", text)
         return [b"bad status"]
+    if path == "/status-1xx":
+        start_response("100 Continue", text)
+        return [b"not a final status"]
     if path == "/bad-status-word":
         start_response("OK 200", text)
         return [b"bad status"]

@@ -95,6 +95,9 @@ fn bad_status_is_500() {
     let s = Server::start("errors:app", &[]);
     is_500(&s, "/bad-status", "ValueError");
     is_500(&s, "/bad-status-word", "ValueError");
+    // An informational status is not a response: its body would be taken
+    // for the answer to the next request on the connection.
+    is_500(&s, "/status-1xx", "expected three digits from 200 up");
 }
 
 #[test]
