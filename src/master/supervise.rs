@@ -37,13 +37,27 @@ pub enum Action {
 /// ever dropping for a replacement: a worker being replaced (old
 /// generation, or retiring) is stopped only once its successor has booted,
 /// and successors boot one at a time. Ids grow with age.
+///
+/// A worker of an older generation that is still booting (a HUP during a
+/// HUP) never served and is replaced before it does: it is stopped at once
+/// and counts neither as capacity nor as a successor. (Counted as capacity,
+/// it used to let the only serving worker be stopped while it booted.)
 pub fn reconcile(desired: usize, generation: u64, workers: &[WorkerView]) -> Vec<Action> {
-    let live = || workers.iter().filter(|w| w.state != State::Stopping);
     let outgoing = |w: &&WorkerView| w.generation != generation || w.retiring;
+    let obsolete = |w: &&WorkerView| w.generation != generation && w.state == State::Booting;
+    let live = || {
+        workers
+            .iter()
+            .filter(move |w| w.state != State::Stopping && !obsolete(w))
+    };
     let fresh = live().filter(|w| !outgoing(w)).count();
     let replacing = live().filter(outgoing).count();
     let booting = live().filter(|w| w.state == State::Booting).count();
-    let mut actions = Vec::new();
+    let mut actions: Vec<Action> = workers
+        .iter()
+        .filter(|w| w.state != State::Stopping && obsolete(w))
+        .map(|w| Action::Stop(w.id))
+        .collect();
     if fresh < desired {
         let spawn = if replacing > 0 {
             usize::from(booting == 0)
@@ -173,6 +187,32 @@ mod tests {
     #[test]
     fn a_dead_worker_is_replaced() {
         assert_eq!(reconcile(2, 0, &[w(1, 0, State::Running)]), vec![Action::Spawn]);
+    }
+
+    /// A second HUP while the first one's successor boots: the booting
+    /// worker is obsolete and stopped, a worker of the new generation takes
+    /// its place, and the only serving worker stays until that one booted.
+    #[test]
+    fn hup_during_hup_keeps_the_serving_worker() {
+        // -p 1: worker 1 (generation 0) serves, worker 2 (generation 1)
+        // boots; now generation 2.
+        let ws = [w(1, 0, State::Running), w(2, 1, State::Booting)];
+        assert_eq!(reconcile(1, 2, &ws), vec![Action::Stop(2), Action::Spawn]);
+        let ws = [
+            w(1, 0, State::Running),
+            w(2, 1, State::Stopping),
+            w(3, 2, State::Booting),
+        ];
+        assert!(reconcile(1, 2, &ws).is_empty());
+        let ws = [w(1, 0, State::Running), w(3, 2, State::Running)];
+        assert_eq!(reconcile(1, 2, &ws), vec![Action::Stop(1)]);
+        // -p 2, one old worker already replaced when the second HUP comes.
+        let ws = [
+            w(2, 0, State::Running),
+            w(3, 1, State::Running),
+            w(4, 1, State::Booting),
+        ];
+        assert_eq!(reconcile(2, 2, &ws), vec![Action::Stop(4), Action::Spawn]);
     }
 
     #[test]
