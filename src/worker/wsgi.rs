@@ -713,6 +713,21 @@ impl Statics {
         sr: &Bound<'_, StartResponse>,
     ) -> PyResult<Option<Result<Option<Framed>, Failure>>> {
         let f = wrapper.filelike.bind(py);
+        // Only a plain binary file's bytes are its fd's bytes: a gzip, bz2
+        // or lzma file (or any wrapper) also has the fd's fileno() but
+        // reads something else, which PEP 3333 says is what to send.
+        let io = py.import(pyo3::intern!(py, "io"))?;
+        let mut plain = false;
+        for kind in [
+            pyo3::intern!(py, "FileIO"),
+            pyo3::intern!(py, "BufferedReader"),
+            pyo3::intern!(py, "BufferedRandom"),
+        ] {
+            plain = plain || f.is_instance(&io.getattr(kind)?)?;
+        }
+        if !plain {
+            return Ok(None);
+        }
         let Ok(fileno) = f.call_method0("fileno").and_then(|n| n.extract::<i32>()) else {
             return Ok(None);
         };
@@ -725,7 +740,9 @@ impl Statics {
         let Ok(stat) = nix::sys::stat::fstat(file) else {
             return Ok(None);
         };
-        if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+        // A size of 0 may be a file whose size the kernel does not know
+        // (/proc, /sys): read() tells.
+        if stat.st_mode & libc::S_IFMT != libc::S_IFREG || stat.st_size == 0 {
             return Ok(None);
         }
         let mut me = sr.try_borrow_mut().map_err(PyErr::from)?;

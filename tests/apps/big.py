@@ -6,6 +6,9 @@
     /file-noread  the same over a file whose read() raises (sendfile only)
     /bytesio  wsgi.file_wrapper over an io.BytesIO (no fileno: iterated)
     /small  a few bytes, to check other clients are still served
+    /gzip   wsgi.file_wrapper over a gzip file object (fileno() is the
+            compressed file's: its read() must be what is sent)
+    /proc   wsgi.file_wrapper over /proc/self/status (st_size 0)
 
 Streamed bodies of mixed block sizes (see util::mixed_body), no Content-Length:
 
@@ -98,6 +101,17 @@ def app(environ, start_response):
     if path == "/bytesio":
         start_response("200 OK", headers)
         return environ["wsgi.file_wrapper"](io.BytesIO(b"".join(CHUNKS)), 65536)
+    if path == "/gzip":
+        import gzip
+
+        gz = os.path.join(os.environ["ZIBAI_TEST_TMP"], "small.gz")
+        with gzip.open(gz, "wb") as f:
+            f.write(b"decompressed " * 10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](gzip.open(gz, "rb"), 65536)
+    if path == "/proc":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](open("/proc/self/status", "rb"), 65536)
     if path == "/file-with-length":
         f = open(big_file(), "rb")
         start_response("200 OK", headers + [("Content-Length", str(len(CHUNKS) * 65536))])

@@ -138,3 +138,17 @@ fn write_then_file_wrapper_past_the_content_length_is_cut() {
     // of the file comes after the body.
     assert_eq!(c.read_to_end(Duration::from_secs(5)), Ending::Eof(Vec::new()));
 }
+
+/// sendfile only for a plain binary file with a known size: a gzip file
+/// object's fileno() is the compressed file's, and /proc files say size 0;
+/// both are read through the object instead (they used to be sent as the
+/// compressed bytes, and as an empty body).
+#[test]
+fn file_wrapper_sends_what_the_object_reads() {
+    let s = Server::start("big:app", &[]);
+    let r = s.get("/gzip");
+    assert_eq!((r.status, r.text()), (200, "decompressed ".repeat(10)));
+    let r = s.get("/proc");
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("Name:"), "{:?}", r.text());
+}
