@@ -372,7 +372,19 @@ struct Conn {
     /// arrives after the response went out (no app thread waits for it);
     /// the next request follows it.
     discard: Option<Box<BodyReader>>,
+    /// The client may still be sending when the server closes (a body it
+    /// did not read, a refused request): close with a linger.
+    unread_input: bool,
+    /// Closing: no more writes; what arrives is read and dropped until
+    /// the client closes too, or [`LINGER`] passes.
+    linger: bool,
 }
+
+/// How long a closing connection reads and drops what its client still
+/// sends (see [`close_after_response`]).
+const LINGER: Duration = Duration::from_secs(5);
+/// What one wake-up of a lingering connection reads at most.
+const LINGER_READ: usize = 256 * 1024;
 
 impl Shared {
     pub fn register_listeners(&self) -> io::Result<()> {
@@ -979,7 +991,7 @@ fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&mut Frame
         }
     }
     if close || shared.stopping() {
-        close_conn(shared, conn);
+        close_after_response(shared, conn);
         return None;
     }
     if conn.discard.is_some() {
@@ -1107,6 +1119,8 @@ fn accept(shared: &Shared, idx: usize, stash: Option<&Stash>) -> Option<Box<Conn
             proxy_pending,
             registered: false,
             discard: None,
+            unread_input: false,
+            linger: false,
             head: HeadIndex::default(),
         });
         if let Some(older) = newest.replace(conn) {
@@ -1155,6 +1169,56 @@ fn close_conn(shared: &Shared, conn: Box<Conn>) {
     shared.registry.remove(conn.slot);
     drop(conn);
     shared.unpark_if_due(false);
+}
+
+/// Closes a connection after its last response. If its client may still be
+/// sending, closing at once would make the kernel answer the unread bytes
+/// with a reset, and a reset can destroy the response in the client's
+/// buffer before the client reads it (an upload refused with 413, a 500
+/// before the body was read: the client sees "connection reset"). So the
+/// server stops writing (the client gets FIN after the response) and reads
+/// and drops what comes, in `drive`, until the client closes or [`LINGER`]
+/// passes; no app thread waits for it. nginx's lingering close.
+fn close_after_response(shared: &Shared, mut conn: Box<Conn>) {
+    if !conn.unread_input || shared.stopping() {
+        close_conn(shared, conn);
+        return;
+    }
+    if nix::sys::socket::shutdown(conn.sock.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write).is_err() {
+        close_conn(shared, conn);
+        return;
+    }
+    conn.linger = true;
+    conn.discard = None;
+    conn.buf = Vec::new();
+    conn.sock.set_state(ConnState::Reading);
+    shared.registry.set_deadline(&conn.sock, LINGER);
+    arm(shared, conn, EpollFlags::EPOLLIN);
+}
+
+/// A lingering connection's wake-up: drops what arrived; closes at the
+/// client's end (or an error, or the deadline's shutdown).
+fn linger(shared: &Shared, mut conn: Box<Conn>) {
+    let mut read = 0;
+    while read < LINGER_READ {
+        conn.buf.clear();
+        match read_some(conn.sock.fd_borrow(), &mut conn.buf, READ_CHUNK) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                arm(shared, conn, EpollFlags::EPOLLIN);
+                return;
+            }
+            Err(_) => break,
+        }
+    }
+    if read >= LINGER_READ {
+        // More to come: the next wake-up, so one client does not keep
+        // this thread.
+        arm(shared, conn, EpollFlags::EPOLLIN);
+        return;
+    }
+    close_conn(shared, conn);
 }
 
 /// Gives the connection back to epoll; after this the thread must not touch it.
@@ -1236,6 +1300,10 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
     let limits = &shared.config.limits;
     let timeouts = &shared.config.timeouts;
     loop {
+        if conn.linger {
+            linger(shared, conn);
+            return None;
+        }
         if conn.out_pos < conn.out.len() {
             let Conn { sock, out, out_pos, .. } = &mut *conn;
             match flush_parked(sock.fd_borrow(), out, out_pos) {
@@ -1243,7 +1311,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                     conn.out = Vec::new();
                     conn.out_pos = 0;
                     if conn.close_after_out || shared.stopping() {
-                        close_conn(shared, conn);
+                        close_after_response(shared, conn);
                         return None;
                     }
                     conn.sock.set_state(ConnState::Idle);
@@ -1374,7 +1442,8 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
             }
             Err((status, reason, why)) => {
                 refuse(&conn, status, reason, &why);
-                close_conn(shared, conn);
+                conn.unread_input = true;
+                close_after_response(shared, conn);
                 return None;
             }
         }
@@ -1602,6 +1671,7 @@ fn serve(
             conn.discard = Some(Box::new(reader));
         } else {
             close = true;
+            conn.unread_input = true;
         }
     }
     super::control::request_done();

@@ -431,3 +431,28 @@ fn an_unread_body_holds_neither_the_thread_nor_the_response() {
     chunked.send(b"lo\r\n0\r\nX-Trailer: 1\r\n\r\n");
     assert_eq!(chunked.get("/").text(), "fast");
 }
+
+/// A client that uploads a body the server refuses (413 at the head) and
+/// reads the answer only after sending it all, as most HTTP clients do
+/// (Python's http.client, requests), gets the answer. The server used to
+/// close at once with the body coming in: the kernel answered the rest
+/// with a reset, the client's send failed with "connection reset by peer"
+/// or a broken pipe, and such a client never reads the 413. The server now
+/// stops writing and drops what comes until the client is done.
+#[test]
+fn a_refused_upload_gets_its_answer_before_the_close() {
+    let s = Server::start("slow:app", &["--max-body-size", "1000"]);
+    for round in 0..3 {
+        let mut c = s.connect();
+        c.set_read_timeout(Duration::from_secs(10));
+        let body = vec![b'x'; 8 << 20];
+        c.send(format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+        if let Err(e) = c.try_send(&body) {
+            panic!("round {round}: the body could not be sent: {e}");
+        }
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("round {round}: no answer: {e}"));
+        assert_eq!(r.status, 413, "round {round}");
+    }
+}
