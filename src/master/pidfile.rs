@@ -2,8 +2,10 @@
 //!
 //! `pidfile` owns one file holding the master's pid as `PID\n`: refusing to
 //! start when the file names another live zibai, replacing a stale one, moving
-//! it during a binary upgrade (`PIDFILE` -> `PIDFILE.oldbin`,
-//! `PIDFILE.2` -> `PIDFILE`), and removing it only while it still names us.
+//! it at the end of a binary upgrade (the new master writes `PIDFILE.2`, then
+//! `PIDFILE.2` -> `PIDFILE` once the old master is gone; gunicorn renames the
+//! old master's to `PIDFILE.oldbin` instead), and removing it only while it
+//! still names us.
 //! Every write is atomic (a temp file in the same directory, fsynced, renamed
 //! over the target), so a reader never sees an empty or half-written file.
 //! It never removes the file on drop: the caller decides when the master is
@@ -103,8 +105,7 @@ impl Pidfile {
         ))
     }
 
-    /// Moves our pidfile to `new_path` (`PIDFILE` -> `PIDFILE.oldbin` when
-    /// this master starts a new binary, `PIDFILE.2` -> `PIDFILE` when a new
+    /// Moves our pidfile to `new_path` (`PIDFILE.2` -> `PIDFILE` when a new
     /// master takes over), replacing whatever stale file is there with one
     /// `rename`. Refuses if `new_path` names another live zibai. If our file
     /// no longer names us (someone removed or replaced it), it is left alone
