@@ -53,6 +53,11 @@ impl ExpectContinue {
     fn sent(&self) -> bool {
         self.0.load(Ordering::Acquire) == CONTINUE_SENT
     }
+
+    /// Neither sent nor moot: the client may still be holding its body back.
+    pub fn pending(&self) -> bool {
+        self.0.load(Ordering::Acquire) == CONTINUE_PENDING
+    }
 }
 
 enum Framing {
@@ -129,6 +134,15 @@ impl BodyReader {
         }
     }
 
+    /// The whole body is here (a client that sent it without waiting for
+    /// its 100): no 100 is owed any more.
+    fn body_complete(&mut self) {
+        self.done = true;
+        if let Some(e) = &self.expect {
+            e.moot();
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         self.done && self.dpos == self.decoded.len()
     }
@@ -170,7 +184,7 @@ impl BodyReader {
                 self.pos += n;
                 *remaining -= n as u64;
                 if *remaining == 0 {
-                    self.done = true;
+                    self.body_complete();
                 }
                 Ok(&self.buf[start..start + n])
             }
@@ -189,6 +203,9 @@ impl BodyReader {
                     }
                     if dec.is_done() {
                         self.done = true;
+                        if let Some(e) = &self.expect {
+                            e.moot();
+                        }
                     }
                 }
                 let n = (self.decoded.len() - self.dpos).min(max);

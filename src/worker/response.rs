@@ -33,7 +33,8 @@ pub struct ResponseSetup {
     pub date: [u8; 29],
     /// The access log wants the response's headers after the head is sent.
     pub keep_headers: bool,
-    /// The request's `Expect: 100-continue`, moot once the head goes out.
+    /// The request's `Expect: 100-continue` (with a body), moot once the
+    /// head goes out.
     pub expect: Option<ExpectContinue>,
 }
 
@@ -425,6 +426,12 @@ impl Response {
     /// for its next wait (the final piece of a response).
     pub fn frame(&mut self, chunks: Vec<PyBackedBytes>, last: bool) -> Framed {
         let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        // The whole response at once, while the client still waits for
+        // the 100 Continue it never got: its body may follow or not, so the
+        // connection cannot carry another request, and the head says so.
+        if last && !self.head_sent && self.setup.expect.as_ref().is_some_and(ExpectContinue::pending) {
+            self.must_close = true;
+        }
         let head = if self.head_sent {
             Vec::new()
         } else {

@@ -1616,6 +1616,7 @@ fn serve(
         return None;
     };
     let expect = (expect_continue && http11).then(ExpectContinue::new);
+    let has_body = !matches!(body, BodyKind::Empty | BodyKind::Length(0));
     slot.reader = Some(BodyReader::new(
         conn.sock.clone(),
         buf,
@@ -1636,7 +1637,7 @@ fn serve(
             .access_log
             .as_ref()
             .is_some_and(|log| !log.needs.response_headers.is_empty()),
-        expect,
+        expect: expect.filter(|_| has_body),
     });
     let sr = match spare_start_response.take() {
         Some(sr) => {

@@ -301,6 +301,11 @@ fn expect_100_continue_is_not_sent_when_the_app_ignores_the_body() {
     let r = c.read_response(false).unwrap();
     assert_eq!(r.status, 200, "the final response comes without a 100 first: {r:?}");
     assert_eq!(r.kv().at("_body"), "");
+    // The client may send its body now or never: the connection cannot
+    // carry another request, and the head says so (it used to close
+    // without a word).
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    assert_eq!(c.read_to_end(Duration::from_secs(5)), Ending::Eof(Vec::new()));
 }
 
 /// The app starts its response (write()) before it reads the body: the
