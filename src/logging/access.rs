@@ -237,26 +237,30 @@ impl Format {
         for a in &self.atoms {
             match a {
                 Atom::Literal(s) => out.push_str(s),
-                Atom::Remote => out.push_str(or_dash(Some(r.remote))),
+                Atom::Remote => escaped(or_dash(Some(r.remote)), out),
                 Atom::Dash => out.push('-'),
-                Atom::User => out.push_str(r.user().as_deref().unwrap_or("-")),
+                Atom::User => escaped(r.user().as_deref().unwrap_or("-"), out),
                 Atom::Time => clf_time(r.started, out),
                 Atom::RequestLine => {
-                    let _ = write!(out, "{} {} {}", r.method, r.target, r.protocol);
+                    escaped(r.method, out);
+                    out.push(' ');
+                    escaped(r.target, out);
+                    out.push(' ');
+                    escaped(r.protocol, out);
                 }
                 Atom::Status => {
                     let _ = write!(out, "{}", r.status);
                 }
-                Atom::Method => out.push_str(r.method),
-                Atom::Path => out.push_str(r.path()),
-                Atom::Query => out.push_str(r.query()),
-                Atom::Protocol => out.push_str(r.protocol),
+                Atom::Method => escaped(r.method, out),
+                Atom::Path => escaped(r.path(), out),
+                Atom::Query => escaped(r.query(), out),
+                Atom::Protocol => escaped(r.protocol, out),
                 Atom::BytesClf if r.bytes == 0 => out.push('-'),
                 Atom::BytesClf | Atom::Bytes => {
                     let _ = write!(out, "{}", r.bytes);
                 }
-                Atom::Referer => out.push_str(or_dash(r.request_header("referer"))),
-                Atom::UserAgent => out.push_str(or_dash(r.request_header("user-agent"))),
+                Atom::Referer => escaped(or_dash(r.request_header("referer")), out),
+                Atom::UserAgent => escaped(or_dash(r.request_header("user-agent")), out),
                 Atom::Seconds => {
                     let _ = write!(out, "{}", r.duration.as_secs());
                 }
@@ -272,9 +276,9 @@ impl Format {
                 Atom::Pid => {
                     let _ = write!(out, "<{}>", r.pid);
                 }
-                Atom::RequestHeader(h) => out.push_str(or_dash(r.request_header(h))),
-                Atom::ResponseHeader(h) => out.push_str(or_dash(lookup(&r.response_headers, h))),
-                Atom::Environ(k) => out.push_str(or_dash(lookup(&r.environ, k))),
+                Atom::RequestHeader(h) => escaped(or_dash(r.request_header(h)), out),
+                Atom::ResponseHeader(h) => escaped(or_dash(lookup(&r.response_headers, h)), out),
+                Atom::Environ(k) => escaped(or_dash(lookup(&r.environ, k)), out),
             }
         }
     }
@@ -364,6 +368,28 @@ pub struct Record<'a> {
 
 fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Appends what a client (or the app) sent, so that it can neither end the
+/// line nor leave its quotes: `"` and `\` get a backslash, control bytes
+/// become `\xHH` (as nginx writes them). Without it a Basic-auth user name
+/// (base64 hides any byte from the header checks) could forge whole lines
+/// or send terminal escapes to whoever reads the log.
+fn escaped(s: &str, out: &mut String) {
+    if !s.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 fn or_dash(v: Option<&str>) -> &str {
@@ -540,6 +566,26 @@ mod tests {
             render("%({X-Request-Id}i)s %({Content-Type}o)s %({SCRIPT_NAME}e)s %({missing}i)s"),
             "abc-1 application/json /api -"
         );
+    }
+
+    /// What a client sends can neither end the line nor close a quoted
+    /// field: a Basic-auth user name with CR, LF, an escape and a quote
+    /// (base64: the header checks never see those bytes) used to forge a
+    /// second line.
+    #[test]
+    fn client_text_is_escaped() {
+        let mut r = record();
+        // base64 of "ev\"il\x1b[31m\nFAKE LINE:pw"
+        r.request_headers[3].1 = "Basic ZXYiaWwbWzMxbQpGQUtFIExJTkU6cHc=".into();
+        r.request_headers[1].1 = r#"evil" 200 5 "-" "x\"#.into();
+        r.target = "/a\"b";
+        let mut s = String::new();
+        Format::parse(DEFAULT_FORMAT).unwrap().render(&r, &mut s);
+        assert_eq!(
+            s,
+            r#"10.1.2.3 - ev\"il\x1B[31m\x0AFAKE LINE [21/Nov/2026:10:40:05 +0000] "POST /a\"b HTTP/1.1" 201 512 "https://example.com/" "evil\" 200 5 \"-\" \"x\\""#
+        );
+        assert!(!s.contains('\n'));
     }
 
     #[test]
