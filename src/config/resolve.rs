@@ -30,7 +30,8 @@ enum Kind {
     Seconds,
     /// A TOML string.
     Str,
-    /// An octal mode: a string (`"022"`) or a TOML integer (`0o022`).
+    /// An octal mode: a string (`"022"`), a TOML integer (`0o022`), or
+    /// decimal digits read as octal ones (`22`, as chmod takes them).
     Mode,
     /// A string or an array of strings; in a variable, values separated by
     /// whitespace.
@@ -165,6 +166,9 @@ struct File {
     /// `config file PATH`, as messages name it.
     place: String,
     table: toml::Table,
+    /// Top-level keys whose value is an integer written in decimal (the
+    /// table keeps no radix).
+    decimal: Vec<String>,
 }
 
 impl File {
@@ -205,7 +209,16 @@ impl File {
                 },
             });
         }
-        Ok(File { place, table })
+        let decimal = match toml::de::DeTable::parse(text) {
+            Ok(t) => t
+                .get_ref()
+                .iter()
+                .filter(|(_, v)| matches!(v.get_ref(), toml::de::DeValue::Integer(i) if i.radix() == 10))
+                .map(|(k, _)| k.get_ref().to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Ok(File { place, table, decimal })
     }
 
     /// The file's value for option `id`, checked against its kind.
@@ -227,7 +240,11 @@ impl File {
             (Kind::Int | Kind::Seconds, T::Integer(i)) => vec![item(i.to_string(), v)],
             (Kind::Seconds, T::Float(f)) => vec![item(f.to_string(), v)],
             (Kind::Str | Kind::Mode | Kind::List, T::String(s)) => vec![item(s.clone(), v)],
-            // 0o022 is a TOML integer; "022" is not one (leading zero).
+            // 0o022 is a TOML integer; "022" is not one (leading zero). A
+            // mode written in decimal digits (`umask = 22`) means what chmod
+            // and the command line make of them: octal. (Read as a number it
+            // used to become 0o26, a wrong umask without a word.)
+            (Kind::Mode, T::Integer(i)) if *i >= 0 && self.decimal.contains(&key(id)) => vec![item(i.to_string(), v)],
             (Kind::Mode, T::Integer(i)) if *i >= 0 => vec![item(format!("{i:o}"), v)],
             (Kind::List, T::Array(a)) if a.iter().all(T::is_str) => a
                 .iter()
@@ -437,6 +454,12 @@ impl Raw {
             let v: f64 = s.trim().parse().unwrap_or(f64::NAN);
             if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) || v > 1e9 {
                 return Err("expected a positive number of seconds".to_string());
+            }
+            // Deadlines are kept in milliseconds: a shorter one would be 0,
+            // which means "none" where 0 is allowed and fails the workers'
+            // own check of the resolved configuration where it is not.
+            if v != 0.0 && v < 0.001 {
+                return Err("expected at least 0.001 seconds".to_string());
             }
             Ok(Duration::from_secs_f64(v))
         })?;

@@ -264,6 +264,42 @@ fn errors_in_the_file_name_the_file_and_the_key() {
     assert!(text(&o.stderr).contains("cannot read config file /zibai/no/such.toml"));
 }
 
+/// Modes in the file are octal however they are written: a string, a 0o
+/// integer, or decimal digits as chmod takes them (`umask = 22` used to be
+/// read as the number 22, that is 0o26).
+#[test]
+fn octal_modes_in_the_file() {
+    let dir = TempDir::new("cfgmode");
+    for (content, want) in [
+        ("umask = \"022\"\n", "umask = \"022\""),
+        ("umask = 0o22\n", "umask = \"022\""),
+        ("umask = 22\n", "umask = \"022\""),
+        ("unix-socket-perms = 0o660\n", "unix-socket-perms = \"660\""),
+        ("unix-socket-perms = 660\n", "unix-socket-perms = \"660\""),
+    ] {
+        let file = write(&dir, "mode.toml", content);
+        let o = zibai(&["echo_app:app", "--config", &file, "--print-config"], &[]);
+        assert!(o.status.success(), "{content}: {}", show(&o));
+        assert!(text(&o.stdout).contains(want), "{content}: {}", show(&o));
+    }
+}
+
+/// A timeout under a millisecond is refused where it is given (it used to
+/// pass, become 0 in the resolved configuration, and fail every worker's
+/// boot with an error naming an internal variable).
+#[test]
+fn sub_millisecond_timeouts_are_refused() {
+    for opt in ["--keep-alive", "--timeout", "--boot-timeout"] {
+        let o = zibai(&["echo_app:app", opt, "1e-10", "--print-config"], &[]);
+        assert_eq!(o.status.code(), Some(1), "{opt}: {}", show(&o));
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(opt) && err.contains("at least 0.001 seconds"),
+            "{opt}: {err}"
+        );
+    }
+}
+
 #[test]
 fn variable_errors_name_the_variable() {
     let o = zibai(&["echo_app:app"], &[("ZIBAI_MAX_WORKERS", "abc")]);
