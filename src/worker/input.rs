@@ -153,15 +153,20 @@ impl BodyReader {
         self.buf
     }
 
+    /// Before a read: a buffer whose bytes are all consumed starts over.
+    fn compact(&mut self) {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
     fn read_socket(&mut self) -> Result<(), BodyError> {
         if self.expect.as_ref().is_some_and(ExpectContinue::answer) {
             let mut msg = [io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
             write_all(self.sock.fd_borrow(), &mut msg, self.timeout)?;
         }
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
+        self.compact();
         match read_blocking(self.sock.fd_borrow(), &mut self.buf, READ_CHUNK, self.timeout) {
             Ok(0) => Err(BodyError::Truncated),
             Ok(_) => Ok(()),
@@ -202,10 +207,7 @@ impl BodyReader {
                         }
                     }
                     if dec.is_done() {
-                        self.done = true;
-                        if let Some(e) = &self.expect {
-                            e.moot();
-                        }
+                        self.body_complete();
                     }
                 }
                 let n = (self.decoded.len() - self.dpos).min(max);
@@ -295,10 +297,7 @@ impl BodyReader {
             if self.is_done() {
                 return Ok(true);
             }
-            if self.pos > 0 && self.pos == self.buf.len() {
-                self.buf.clear();
-                self.pos = 0;
-            }
+            self.compact();
             match read_some(self.sock.fd_borrow(), &mut self.buf, READ_CHUNK) {
                 Ok(0) => return Err(BodyError::Truncated),
                 Ok(_) => {}
