@@ -270,12 +270,21 @@ pub struct Args {
 /// The clap command: [`Cli`]'s definition, with each option's variable
 /// named in its help.
 pub fn command() -> clap::Command {
-    Cli::command().mut_args(|arg| match resolve::env_help(arg.get_id().as_str()) {
-        Some(note) => {
-            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-            arg.help(format!("{help} {note}"))
+    Cli::command().mut_args(|arg| {
+        // `--timeout -5` is a bad value for --timeout, refused by name,
+        // rather than an unknown option `-5` (there is none).
+        let arg = if arg.get_action().takes_values() {
+            arg.allow_negative_numbers(true)
+        } else {
+            arg
+        };
+        match resolve::env_help(arg.get_id().as_str()) {
+            Some(note) => {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                arg.help(format!("{help} {note}"))
+            }
+            None => arg,
         }
-        None => arg,
     })
 }
 

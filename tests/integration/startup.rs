@@ -92,6 +92,10 @@ fn bad_option_values_name_the_option() {
         (&["--url-scheme", "ftp"], "--url-scheme"),
         (&["--url-prefix", "api"], "--url-prefix"),
         (&["--keep-alive=-1"], "--keep-alive"),
+        // A negative number is a value, not an unknown option.
+        (&["--timeout", "-5"], "--timeout"),
+        (&["--graceful-exit-timeout", "-1"], "--graceful-exit-timeout"),
+        (&["--backlog", "-1"], "--backlog"),
         (&["--header-timeout", "0"], "--header-timeout"),
         (&["--read-timeout", "nan"], "--read-timeout"),
         (&["--backlog", "0"], "--backlog"),
