@@ -51,8 +51,8 @@ impl WorkerError {
 /// How often the timer thread expires deadlines.
 const TIMER_STEP: Duration = Duration::from_millis(100);
 
-/// On a graceful stop, how long a connection accepted just before has to
-/// send its request.
+/// On a graceful stop, how long a connection with nothing to answer (just
+/// accepted, or idle between keep-alive requests) has to send a request.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Set once the worker begins to stop: responses from then on close their
@@ -294,8 +294,8 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                 break;
             }
             // Connections that were busy when the stop began are closed by
-            // their threads when done; anything that turned idle since is
-            // closed here.
+            // their threads when done; anything that turned idle since gets
+            // its grace here.
             shared.registry.close_idle(STOP_GRACE);
         }
         if quick {

@@ -208,24 +208,29 @@ impl Registry {
         n
     }
 
-    /// Graceful stop: closes the connections with nothing to answer, and
-    /// gives new ones `grace` to send their first request. A request that
-    /// has arrived, even unread, is answered (with `Connection: close`).
+    /// Graceful stop: a connection with nothing to answer (new, or idle
+    /// between two requests) has `grace` to send a request, which is
+    /// answered with `Connection: close`; at its deadline it is closed if
+    /// still quiet. A request that has arrived, even unread, is answered.
+    ///
+    /// Closing an idle keep-alive connection at once would race its
+    /// client's next request: one sent as the stop begins finds the
+    /// connection closed with no answer (most clients do not retry a POST).
+    /// A busy client sends again within the grace and gets its answer; only
+    /// one quiet for the whole grace is closed, as the keep-alive timeout
+    /// would have.
     pub fn close_idle(&self, grace: Duration) {
         let s = self.lock();
         let latest = (self.since_epoch() + grace).as_millis() as u64;
         for sock in s.items.iter().flatten() {
             match sock.state() {
                 ConnState::Busy | ConnState::Reading => {}
-                // A request waits unread: a thread will answer it.
-                ConnState::New | ConnState::Idle if sock.pending_bytes() > 0 => {}
-                ConnState::New => {
+                ConnState::New | ConnState::Idle => {
                     let d = sock.deadline.load(Ordering::Relaxed);
                     if d == 0 || d > latest {
                         sock.deadline.store(latest.max(1), Ordering::Relaxed);
                     }
                 }
-                ConnState::Idle => sock.shutdown(),
             }
         }
     }
@@ -304,6 +309,8 @@ mod tests {
             1,
             "the new connection's grace ran out"
         );
+        let e = std::io::Read::read(&mut waiting_peer, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "the request is still owed");
     }
 
     /// A request that arrived in time but found every thread busy is not
@@ -322,10 +329,13 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "still open");
     }
 
+    /// An idle keep-alive connection is not closed as the stop begins: its
+    /// client may be sending its next request right now. It gets the grace,
+    /// like a new one; a busy one gets no deadline at all.
     #[test]
-    fn close_idle_spares_busy_connections() {
+    fn close_idle_gives_idle_connections_the_grace_and_spares_busy_ones() {
         let r = Registry::new();
-        let (idle, mut idle_peer) = sock();
+        let (idle, idle_peer) = sock();
         idle.set_state(ConnState::Idle);
         let (busy, busy_peer) = sock();
         busy.set_state(ConnState::Busy);
@@ -333,7 +343,12 @@ mod tests {
         let b = r.insert(busy);
         r.close_idle(Duration::from_secs(1));
         let mut buf = [0u8; 1];
-        assert_eq!(std::io::Read::read(&mut idle_peer, &mut buf).unwrap(), 0);
+        idle_peer.set_nonblocking(true).unwrap();
+        let e = std::io::Read::read(&mut &idle_peer, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "closed before its grace");
+        assert_eq!(r.expire_at(Duration::from_millis(500)), 0);
+        assert_eq!(r.expire_at(Duration::from_secs(2)), 1, "the idle one's grace ran out");
+        assert_eq!(std::io::Read::read(&mut &idle_peer, &mut buf).unwrap(), 0);
         busy_peer.set_nonblocking(true).unwrap();
         let e = std::io::Read::read(&mut &busy_peer, &mut buf).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);

@@ -990,7 +990,12 @@ fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&mut Frame
             }
         }
     }
-    if close || shared.stopping() {
+    // `close` is what the response's head said. One that went out saying
+    // keep-alive as the stop began is kept to its word: the connection
+    // goes idle, and the stop gives it a grace to send its next request
+    // (see `Registry::close_idle`), rather than closing under a request
+    // its client may be sending now.
+    if close {
         close_after_response(shared, conn);
         return None;
     }
@@ -1310,7 +1315,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 Ok(true) => {
                     conn.out = Vec::new();
                     conn.out_pos = 0;
-                    if conn.close_after_out || shared.stopping() {
+                    if conn.close_after_out {
                         close_after_response(shared, conn);
                         return None;
                     }
@@ -1661,7 +1666,7 @@ fn serve(
     // An app that kept wsgi.input busy on a thread of its own loses it; the
     // connection cannot be reused then.
     let reader = input.try_borrow_mut().ok().and_then(|mut i| i.reader.take());
-    let mut close = outcome.close || shared.stopping() || reader.is_none();
+    let mut close = outcome.close || reader.is_none();
     if let Some(reader) = reader {
         if reader.is_done() {
             conn.buf = reader.into_buffer();

@@ -93,6 +93,63 @@ fn sigterm_closes_idle_keep_alive_connections_promptly() {
     idle.expect_closed(Duration::from_secs(2));
 }
 
+/// Regression: a graceful stop closed idle keep-alive connections at once,
+/// so a request sent on one as the stop began got no answer (the race that
+/// cost 1-2 requests per max-requests recycle under keep-alive load).
+#[test]
+fn a_request_on_an_idle_keep_alive_connection_during_the_stop_is_answered() {
+    let mut s = Server::start("slow:app", &hooks_args());
+    let mut idle = s.connect();
+    assert_eq!(idle.get("/").text(), "fast");
+    s.signal(libc::SIGTERM);
+    // The hook runs after the worker stopped accepting, right before it
+    // deals with the connections it has.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hooks_log(&s).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "before_graceful_exit did not run: {:?}",
+            hooks_log(&s)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = idle
+        .try_send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .and_then(|()| idle.read_response(false))
+        .unwrap_or_else(|e| panic!("the idle connection was closed under its request: {e}"));
+    assert_eq!((r.status, r.text().as_str()), (200, "fast"));
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    idle.expect_closed(Duration::from_secs(2));
+    let st = s.wait_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+}
+
+/// Regression: a response whose head went out saying keep-alive before
+/// the stop began was followed by a close, under the next request its
+/// client could already be sending. The server keeps to what it said.
+#[test]
+fn a_response_that_promised_keep_alive_before_the_stop_is_kept_to_its_word() {
+    let mut s = Server::start("slow:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /stream?s=0.5&id=promise HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The head and the first part are out; the stop begins before the end.
+    s.expect_log("stream-start promise", Duration::from_secs(5));
+    s.signal(libc::SIGTERM);
+    s.expect_log("Received SIGTERM", Duration::from_secs(5));
+    let r = c.response();
+    assert_eq!(r.text(), "part one, part two");
+    assert_eq!(r.header("connection"), None, "the head went out before the stop: {r:?}");
+    let next = c
+        .try_send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .and_then(|()| c.read_response(false))
+        .unwrap_or_else(|e| panic!("closed under the next request: {e}"));
+    assert_eq!((next.status, next.text().as_str()), (200, "fast"));
+    assert_eq!(next.header("connection"), Some("close"), "{next:?}");
+    c.expect_closed(Duration::from_secs(2));
+    let st = s.wait_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+}
+
 #[test]
 fn graceful_exit_timeout_bounds_a_stuck_request() {
     let mut s = Server::start("slow:app", &["--graceful-exit-timeout", "1"]);

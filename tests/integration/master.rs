@@ -113,11 +113,15 @@ fn busy_every_worker(s: &Server, pids: &[i32], secs: f64) -> BTreeMap<i32, (Clie
     busy
 }
 
+/// No request failed, and none met a keep-alive connection closed under it:
+/// a stopping worker answers what comes on an idle connection within its
+/// grace (`Connection: close`), and the load sends every few milliseconds.
+/// (Before that, each stop cost 2-5 such races here.)
 fn assert_no_failures(r: &LoadReport) {
     assert_eq!(
-        r.failed,
-        0,
-        "{} of {} requests failed under load ({} keep-alive races retried): {:#?}",
+        (r.failed, r.retried),
+        (0, 0),
+        "{} of {} requests failed under load, {} keep-alive races: {:#?}",
         r.failed,
         r.ok + r.failed,
         r.retried,
@@ -448,6 +452,10 @@ fn max_requests_recycling_under_load_with_zero_failures() {
         }
     }
     assert!(!s.stderr().contains("killed by"), "{}", s.stderr());
+    eprintln!(
+        "max-requests under load: {} ok, {} keep-alive races retried",
+        report.ok, report.retried
+    );
     s.wait_workers(2, BOOT);
     eprintln!("max requests under load: {report:?}");
 }
