@@ -177,6 +177,10 @@ pub enum RequestError {
     /// More than one Host field (RFC 9110 7.2 requires a 400).
     #[error("more than one Host")]
     DuplicateHost,
+    /// A Host that is not `uri-host [":" port]` (RFC 9112 3.2 requires a
+    /// 400): it becomes SERVER_NAME and SERVER_PORT, which apps trust.
+    #[error("invalid Host")]
+    Host,
     /// A Content-Length above `Limits::max_body_size`.
     #[error("body larger than allowed")]
     BodyTooLarge,
@@ -209,7 +213,8 @@ impl RequestError {
             | ContentLengthWithTransferEncoding
             | TransferEncoding
             | TransferEncodingHttp10
-            | DuplicateHost => 400,
+            | DuplicateHost
+            | Host => 400,
         }
     }
 
@@ -683,6 +688,10 @@ fn framing(version: Version, headers: &[Header<'_>], limits: &Limits) -> Result<
                 return Err(RequestError::DuplicateHost);
             }
             host = true;
+            // Empty is allowed (a target without an authority); userinfo is not.
+            if !h.value.is_empty() && (h.value.contains(&b'@') || check_authority(h.value, false).is_err()) {
+                return Err(RequestError::Host);
+            }
         }
     }
 
@@ -1160,6 +1169,30 @@ mod tests {
     }
 
     #[test]
+    fn valid_hosts() {
+        for host in [
+            &b""[..],
+            b"example.com",
+            b"example.com:",
+            b"Example.COM.:8080",
+            b"127.0.0.1:80",
+            b"[::1]",
+            b"[::1]:8000",
+            b"my_host",
+            b"xn--caf-dma.example",
+        ] {
+            let mut req = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+            req.extend_from_slice(host);
+            req.extend_from_slice(b"\r\n\r\n");
+            assert!(
+                matches!(parse(&req), Ok(Some(_))),
+                "{:?}",
+                String::from_utf8_lossy(host)
+            );
+        }
+    }
+
+    #[test]
     fn invalid_requests() {
         use RequestError::*;
         let cases: &[(&[u8], RequestError)] = &[
@@ -1229,6 +1262,16 @@ mod tests {
             (b"PUT / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", ExpectationFailed),
             (b"PUT / HTTP/1.1\r\nExpect:\r\n\r\n", ExpectationFailed),
             (b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", DuplicateHost),
+            // Host: what SERVER_NAME and SERVER_PORT are made of.
+            (b"GET / HTTP/1.1\r\nHost: x:abc\r\n\r\n", Host),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Host),
+            (b"GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n", Host),
+            (b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", Host),
+            (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", Host),
+            (b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", Host),
+            (b"GET / HTTP/1.1\r\nHost: h/p\r\n\r\n", Host),
+            (b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", Host),
+            (b"GET / HTTP/1.1\r\nHost: \xc3\xa9.example\r\n\r\n", Host),
         ];
         for &(input, expected) in cases {
             assert_invalid_split(input, &Limits::default(), expected);

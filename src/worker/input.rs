@@ -218,14 +218,14 @@ impl BodyReader {
         }
     }
 
-    /// Appends up to `max` bytes of body to `out`, stopping after `stop_at`
-    /// if given (readline); reads the socket as needed. A failure is
+    /// Appends up to `max` bytes of body to `out`, or less as `until`
+    /// says; reads the socket as needed. A failure is
     /// remembered: the server, not the app, decides how the request ends.
-    pub fn read_into(&mut self, out: &mut Vec<u8>, max: usize, stop_at: Option<u8>) -> Result<(), String> {
+    pub fn read_into(&mut self, out: &mut Vec<u8>, max: usize, until: Until) -> Result<(), String> {
         if let Some(f) = &self.failure {
             return Err(f.to_string());
         }
-        self.read_inner(out, max, stop_at).map_err(|e| {
+        self.read_inner(out, max, until).map_err(|e| {
             let msg = e.to_string();
             self.failure = Some(e);
             msg
@@ -237,7 +237,7 @@ impl BodyReader {
         self.failure.as_ref()
     }
 
-    fn read_inner(&mut self, out: &mut Vec<u8>, max: usize, stop_at: Option<u8>) -> Result<(), BodyError> {
+    fn read_inner(&mut self, out: &mut Vec<u8>, max: usize, until: Until) -> Result<(), BodyError> {
         while out.len() < max {
             let want = max - out.len();
             let chunk = self.available(want)?;
@@ -248,7 +248,7 @@ impl BodyReader {
                 self.read_socket()?;
                 continue;
             }
-            if let Some(stop) = stop_at
+            if let Until::Byte(stop) = until
                 && let Some(i) = chunk.iter().position(|&c| c == stop)
             {
                 let rest = chunk.len() - i - 1;
@@ -257,6 +257,9 @@ impl BodyReader {
                 return Ok(());
             }
             out.extend_from_slice(chunk);
+            if until == Until::Some {
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -319,6 +322,18 @@ fn to_pyerr(e: String) -> PyErr {
     PyIOError::new_err(e)
 }
 
+/// Where a read of the body may stop short of its size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Only at the size or the body's end (`read`).
+    Full,
+    /// After this byte (`readline`).
+    Byte(u8),
+    /// Once some bytes are in, from what is buffered or one read of the
+    /// socket (`read1`).
+    Some,
+}
+
 fn size_arg(size: Option<isize>) -> usize {
     match size {
         Some(n) if n >= 0 => n as usize,
@@ -327,7 +342,7 @@ fn size_arg(size: Option<isize>) -> usize {
 }
 
 impl Input {
-    fn read_with<'py>(&mut self, py: Python<'py>, max: usize, stop: Option<u8>) -> PyResult<Bound<'py, PyBytes>> {
+    fn read_with<'py>(&mut self, py: Python<'py>, max: usize, until: Until) -> PyResult<Bound<'py, PyBytes>> {
         let Some(reader) = self.reader.as_mut() else {
             return Ok(PyBytes::new(py, b""));
         };
@@ -335,7 +350,7 @@ impl Input {
         if max != usize::MAX {
             out.reserve(max.min(READ_CHUNK));
         }
-        py.detach(|| reader.read_into(&mut out, max, stop)).map_err(to_pyerr)?;
+        py.detach(|| reader.read_into(&mut out, max, until)).map_err(to_pyerr)?;
         Ok(PyBytes::new(py, &out))
     }
 }
@@ -344,26 +359,32 @@ impl Input {
 impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.read_with(py, size_arg(size), None)
+        self.read_with(py, size_arg(size), Until::Full)
     }
 
+    /// As io's: what is buffered, or what one read brings, without
+    /// waiting for more (streaming parsers rely on it).
     #[pyo3(signature = (size=None))]
     fn read1<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.read_with(py, size_arg(size).min(READ_CHUNK), None)
+        self.read_with(py, size_arg(size).min(READ_CHUNK), Until::Some)
     }
 
     #[pyo3(signature = (size=None))]
     fn readline<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.read_with(py, size_arg(size), Some(b'\n'))
+        self.read_with(py, size_arg(size), Until::Byte(b'\n'))
     }
 
     #[pyo3(signature = (hint=None))]
     fn readlines<'py>(&mut self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
-        let hint = size_arg(hint);
+        // As io's: a hint of 0 or less is no hint.
+        let hint = match hint {
+            Some(n) if n > 0 => n as usize,
+            _ => usize::MAX,
+        };
         let lines = PyList::empty(py);
         let mut total = 0usize;
         loop {
-            let line = self.read_with(py, usize::MAX, Some(b'\n'))?;
+            let line = self.read_with(py, usize::MAX, Until::Byte(b'\n'))?;
             let n = line.as_bytes().len();
             if n == 0 {
                 break;
@@ -382,7 +403,7 @@ impl Input {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let line = self.read_with(py, usize::MAX, Some(b'\n'))?;
+        let line = self.read_with(py, usize::MAX, Until::Byte(b'\n'))?;
         Ok(if line.as_bytes().is_empty() { None } else { Some(line) })
     }
 

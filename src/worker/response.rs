@@ -279,23 +279,37 @@ impl Response {
     fn start(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
         let status = status
             .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("status must be a str, like '200 OK'"))?
-            .to_str()?;
-        let code = wire::parse_status(status).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            .map_err(|_| PyTypeError::new_err("status must be a str, like '200 OK'"))?;
+        // A native string (PEP 3333): latin-1 on the wire, like header values.
+        let status = latin1_bytes(status, "status")?;
+        let code = wire::parse_status(&status).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut lines = Vec::with_capacity(256);
-        let app_headers = self.head_start(&mut lines, status);
+        let mut app_headers = self.head_start(&mut lines, &status);
         let mut content_length = None;
+        let mut own = OwnHeaders::default();
         match headers.cast::<PyList>() {
             // A list, as PEP 3333 asks: read in place, without an iterator.
             Ok(list) => {
                 for item in list.iter() {
-                    self.add_header(&item, &mut lines, &mut content_length)?;
+                    self.add_header(&item, &mut lines, &mut content_length, &mut own)?;
                 }
             }
             Err(_) => {
                 for item in headers.try_iter()? {
-                    self.add_header(&item?, &mut lines, &mut content_length)?;
+                    self.add_header(&item?, &mut lines, &mut content_length, &mut own)?;
                 }
+            }
+        }
+        // The app's Server or Date replaces the server's (PEP 3333: the
+        // server adds them only if the app did not; Date at most once,
+        // RFC 9110 6.6.1). Werkzeug's send_file sets Date, for one.
+        for (given, ours) in [(own.date, &b"Date: "[..]), (own.server, &b"Server: "[..])] {
+            if given {
+                app_headers -= find_line(&lines[..app_headers], ours).map_or(0, |r| {
+                    let n = r.len();
+                    lines.drain(r);
+                    n
+                });
             }
         }
         self.started = true;
@@ -313,6 +327,7 @@ impl Response {
         item: &Bound<'_, PyAny>,
         lines: &mut Vec<u8>,
         content_length: &mut Option<u64>,
+        own: &mut OwnHeaders,
     ) -> PyResult<()> {
         let pair = item
             .cast::<PyTuple>()
@@ -329,7 +344,7 @@ impl Response {
             )));
         };
         let name = name.to_str()?;
-        let value = latin1_bytes(value)?;
+        let value = latin1_bytes(value, "header value")?;
         wire::validate_header(name, &value).map_err(|e| PyValueError::new_err(e.to_string()))?;
         if name.eq_ignore_ascii_case("content-length") {
             let n = wire::parse_content_length(&value).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -351,6 +366,10 @@ impl Response {
             }
             log::debug!("dropping hop-by-hop response header {name}");
             return Ok(());
+        } else if name.eq_ignore_ascii_case("date") {
+            own.date = true;
+        } else if name.eq_ignore_ascii_case("server") {
+            own.server = true;
         }
         HeadWriter { buf: lines }.header(name.as_bytes(), &value);
         Ok(())
@@ -358,7 +377,7 @@ impl Response {
 
     /// Writes the status line and the server's own headers into `buf`;
     /// returns where the app's headers will start.
-    fn head_start(&self, buf: &mut Vec<u8>, status: &str) -> usize {
+    fn head_start(&self, buf: &mut Vec<u8>, status: &[u8]) -> usize {
         let mut w = HeadWriter { buf };
         w.status_line(self.setup.http11, status);
         w.header(b"Server", b"zibai");
@@ -371,7 +390,7 @@ impl Response {
     fn head(&mut self, known_total: Option<u64>) -> Vec<u8> {
         let mut buf = if !self.started {
             let mut buf = Vec::with_capacity(256);
-            self.head_start(&mut buf, "500 Internal Server Error");
+            self.head_start(&mut buf, b"500 Internal Server Error");
             buf
         } else if self.setup.keep_headers {
             self.head.clone()
@@ -381,7 +400,10 @@ impl Response {
         let http11 = self.setup.http11;
         let mut w = HeadWriter { buf: &mut buf };
         self.framing = if self.no_body() {
-            if let Some(n) = self.content_length {
+            // Never on a 204 (RFC 9110 8.6; Django's CommonMiddleware sets
+            // one on every response). A 304's or a HEAD's says what a GET
+            // would have had.
+            if let Some(n) = self.content_length.filter(|_| self.code != 204) {
                 w.content_length(n);
             } else if let (Some(n), true) = (known_total, self.setup.head_request) {
                 w.content_length(n);
@@ -598,18 +620,41 @@ impl Response {
     }
 }
 
-/// Latin-1 bytes of a str; anything outside it is the app's error.
-fn latin1_bytes<'a>(s: &'a Bound<'_, PyString>) -> PyResult<std::borrow::Cow<'a, [u8]>> {
+/// Latin-1 bytes of a str (`what` names it in the error); anything outside
+/// latin-1 is the app's error.
+fn latin1_bytes<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<std::borrow::Cow<'a, [u8]>> {
     let s = s.to_str()?;
     if s.is_ascii() {
         return Ok(s.as_bytes().into());
     }
     s.chars()
-        .map(|c| {
-            u8::try_from(u32::from(c)).map_err(|_| PyValueError::new_err(format!("header value {s:?} is not latin-1")))
-        })
+        .map(|c| u8::try_from(u32::from(c)).map_err(|_| PyValueError::new_err(format!("{what} {s:?} is not latin-1"))))
         .collect::<PyResult<Vec<u8>>>()
         .map(Into::into)
+}
+
+/// Which of the headers the server writes itself the app gave too.
+#[derive(Default)]
+struct OwnHeaders {
+    date: bool,
+    server: bool,
+}
+
+/// Where the line starting with `prefix` is in `head` (a status line and
+/// header lines), CRLF included.
+fn find_line(head: &[u8], prefix: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut start = head.iter().position(|&c| c == b'\n')? + 1;
+    while start < head.len() {
+        let end = head[start..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(head.len(), |i| start + i + 1);
+        if head[start..end].starts_with(prefix) {
+            return Some(start..end);
+        }
+        start = end;
+    }
+    None
 }
 
 /// The `start_response` callable handed to the app.

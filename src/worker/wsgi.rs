@@ -290,13 +290,15 @@ impl Statics {
         } else {
             target
         };
+        // A fragment is the client's own (RFC 9110 4.2.5), and no part of
+        // the path or the query: cut it before either is found.
+        let origin = match origin.iter().position(|&c| c == b'#') {
+            Some(h) => &origin[..h],
+            None => origin,
+        };
         let (path, query) = match origin.iter().position(|&c| c == b'?') {
             Some(q) => (&origin[..q], &origin[q + 1..]),
             None => (origin, &b""[..]),
-        };
-        let path = match path.iter().position(|&c| c == b'#') {
-            Some(h) => &path[..h],
-            None => path,
         };
         let decoded = percent_decode(path);
         let mut path_info: &[u8] = &decoded;
@@ -378,8 +380,11 @@ impl Statics {
     }
 }
 
-/// SERVER_NAME and SERVER_PORT from the Host header (as gunicorn does),
-/// else from the listening socket. `default_port` is the scheme's.
+/// SERVER_NAME and SERVER_PORT from the Host header (as Apache does with
+/// `UseCanonicalName Off`, and gunicorn on a unix socket), else from the
+/// listening socket. `default_port` is the scheme's. The request parser
+/// has refused a Host that is not `uri-host [":" port]`, so the port is
+/// digits.
 fn server_name_port<'py>(
     py: Python<'py>,
     host: Option<&[u8]>,
@@ -445,7 +450,10 @@ impl ErrorStream {
 /// it returned with a real file behind it, it uses sendfile(2) instead.
 #[pyclass(module = "zibai", name = "FileWrapper")]
 pub struct FileWrapper {
+    /// Public, as wsgiref's and gunicorn's are (middleware reads them).
+    #[pyo3(get)]
     filelike: Py<PyAny>,
+    #[pyo3(get)]
     blksize: usize,
 }
 
@@ -675,7 +683,21 @@ impl Statics {
         // a stream is never held up.
         let mut held: Option<PyBackedBytes> = None;
         for item in iterable.try_iter()? {
-            let chunk = chunk_of(&item?)?;
+            let chunk = match item.and_then(|item| chunk_of(&item)) {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    // The app failed after its body was whole (in code
+                    // after its last yield): the body still goes out, then
+                    // the error ends the connection.
+                    if let Some(prev) = held.take() {
+                        let mut me = sr.try_borrow_mut().map_err(PyErr::from)?;
+                        if me.resp.send(py, vec![prev]).is_err() {
+                            return Err(Failure::Client);
+                        }
+                    }
+                    return Err(e.into());
+                }
+            };
             if chunk.is_empty() {
                 continue;
             }

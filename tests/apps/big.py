@@ -9,6 +9,7 @@
     /gzip   wsgi.file_wrapper over a gzip file object (fileno() is the
             compressed file's: its read() must be what is sent)
     /proc   wsgi.file_wrapper over /proc/self/status (st_size 0)
+    /wrapper-attrs  a wrapper's public filelike and blksize, as text
 
 Streamed bodies of mixed block sizes (see util::mixed_body), no Content-Length:
 
@@ -112,6 +113,12 @@ def app(environ, start_response):
     if path == "/proc":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return environ["wsgi.file_wrapper"](open("/proc/self/status", "rb"), 65536)
+    if path == "/wrapper-attrs":
+        inner = io.BytesIO(b"x")
+        w = environ["wsgi.file_wrapper"](inner, 4096)
+        text = "%s %d" % (w.filelike is inner, w.blksize)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [text.encode()]
     if path == "/file-with-length":
         f = open(big_file(), "rb")
         start_response("200 OK", headers + [("Content-Length", str(len(CHUNKS) * 65536))])

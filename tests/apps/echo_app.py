@@ -10,6 +10,8 @@ interest are shown with repr(). The body is read as the query string says:
     read=line            readline() until empty
     read=linen&n=N       readline(N) until empty
     read=lines           readlines()
+    read=lines0          readlines(0) (no hint, as io's)
+    read=read1           read1() once
     read=iter            for line in wsgi.input
     read=exact           read(int(CONTENT_LENGTH))
 
@@ -49,6 +51,10 @@ def read_body(environ, qs):
             pieces.append(p)
     elif mode == "lines":
         pieces.extend(inp.readlines())
+    elif mode == "lines0":
+        pieces.extend(inp.readlines(0))
+    elif mode == "read1":
+        pieces.append(inp.read1())
     elif mode == "iter":
         pieces.extend(inp)
     else:

@@ -68,5 +68,38 @@ def app(environ, start_response):
     if path == "/none":
         start_response("200 OK", text)
         return None
+    if path == "/status-latin1":
+        start_response("200 \u00c7a va", text)
+        return [b"latin-1 reason"]
+    if path == "/status-not-latin1":
+        start_response("200 \u2713", text)
+        return [b"never"]
+    if path == "/own-date-server":
+        start_response(
+            "200 OK",
+            text + [("date", "Tue, 01 Jan 2030 00:00:00 GMT"), ("Server", "app/1")],
+        )
+        return [b"own"]
+    if path == "/204-with-length":
+        # As Django's CommonMiddleware does.
+        start_response("204 No Content", [("Content-Length", "0")])
+        return []
+    if path == "/raise-after-last":
+        start_response("200 OK", text + [("Content-Length", "6")])
+
+        def gen():
+            yield b"abc"
+            yield b"def"
+            raise RuntimeError("boom-after-the-last-chunk")
+
+        return gen()
+    if path == "/raise-after-only":
+        start_response("200 OK", text + [("Content-Length", "3")])
+
+        def gen():
+            yield b"abc"
+            raise RuntimeError("boom-after-the-only-chunk")
+
+        return gen()
     start_response("404 Not Found", text)
     return [b"not found"]

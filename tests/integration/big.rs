@@ -57,6 +57,13 @@ fn ten_mib_file_wrapper_over_bytesio() {
     download("/bytesio", true);
 }
 
+/// wsgiref's and gunicorn's wrappers have them public; middleware reads them.
+#[test]
+fn file_wrapper_has_filelike_and_blksize() {
+    let s = Server::start("big:app", &[]);
+    assert_eq!(s.get("/wrapper-attrs").text(), "True 4096");
+}
+
 #[test]
 fn head_of_a_file_wrapper_sends_no_body() {
     let s = Server::start("big:app", &[]);

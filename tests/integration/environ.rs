@@ -128,6 +128,28 @@ fn server_name_and_port_come_from_host() {
     assert_eq!(kv.get("HTTP_HOST"), None);
 }
 
+/// They become SERVER_NAME and SERVER_PORT, which apps trust
+/// (`int(environ["SERVER_PORT"])`): RFC 9112 3.2 wants a 400.
+#[test]
+fn an_invalid_host_is_400() {
+    let s = Server::start("echo_app:app", &[]);
+    for host in ["x:abc", "a b", "a:b:c", "[::1]x", "u@h"] {
+        let r = s.request(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 400, "Host: {host}: {r:?}");
+    }
+}
+
+/// A fragment is cut before the path and the query are found (gunicorn's
+/// urlsplit does the same); it went into QUERY_STRING before.
+#[test]
+fn a_fragment_is_in_neither_path_nor_query() {
+    let s = Server::start("echo_app:app", &[]);
+    let kv = echo(&s, b"GET /p?a=1#frag HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!((kv.at("PATH_INFO"), kv.at("QUERY_STRING")), ("/p", "a=1"));
+    let kv = echo(&s, b"GET /p#frag?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!((kv.at("PATH_INFO"), kv.at("QUERY_STRING")), ("/p", ""));
+}
+
 #[test]
 fn url_scheme_https_sets_default_port_443() {
     let s = Server::start("echo_app:app", &["--url-scheme", "https"]);

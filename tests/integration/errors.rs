@@ -100,6 +100,77 @@ fn bad_status_is_500() {
     is_500(&s, "/status-1xx", "expected three digits from 200 up");
 }
 
+/// PEP 3333: the status is a native string, latin-1 on the wire; one
+/// outside latin-1 is the app's error. (It went out as UTF-8 before.)
+#[test]
+fn status_is_latin1_on_the_wire() {
+    let s = Server::start("errors:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /status-latin1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let raw = c.read_to_end(LOG_WAIT).bytes().to_vec();
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200 \xc7a va\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    is_500(&s, "/status-not-latin1", "is not latin-1");
+}
+
+/// The app's Date and Server replace the server's: Date may appear once
+/// (RFC 9110 6.6.1), and Werkzeug's send_file sets it.
+#[test]
+fn the_apps_date_and_server_replace_the_servers() {
+    let s = Server::start("errors:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /own-date-server HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let raw = String::from_utf8(c.read_to_end(LOG_WAIT).bytes().to_vec()).unwrap();
+    let head = raw.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    let dates: Vec<_> = head.lines().filter(|l| l.starts_with("date:")).collect();
+    assert_eq!(dates, ["date: tue, 01 jan 2030 00:00:00 gmt"], "{raw}");
+    let servers: Vec<_> = head.lines().filter(|l| l.starts_with("server:")).collect();
+    assert_eq!(servers, ["server: app/1"], "{raw}");
+    assert!(raw.ends_with("\r\n\r\nown"), "{raw}");
+    // Without them, the server's own, once each.
+    let r = s.get("/ok");
+    assert_eq!(r.header("server"), Some("zibai"));
+    assert!(r.header("date").is_some_and(|d| d.ends_with(" GMT")), "{r:?}");
+}
+
+/// RFC 9110 8.6: no Content-Length on a 204, whatever the app says.
+#[test]
+fn no_content_length_on_a_204() {
+    let s = Server::start("errors:app", &[]);
+    let mut c = s.connect();
+    let r = c.request(b"GET /204-with-length HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("content-length"), None, "{r:?}");
+    // The connection carries on.
+    assert_eq!(c.get("/ok").text(), "ok");
+}
+
+/// An app that fails after its body is whole (cleanup after the last
+/// yield) still gets its body out: the chunk that completed the
+/// Content-Length was held for the last write and lost, or with one chunk
+/// the response became a 500.
+#[test]
+fn a_failure_after_the_last_chunk_still_sends_the_body() {
+    let s = Server::start("errors:app", &[]);
+    for (path, body, needle) in [
+        ("/raise-after-last", "abcdef", "boom-after-the-last-chunk"),
+        ("/raise-after-only", "abc", "boom-after-the-only-chunk"),
+    ] {
+        let mut c = s.connect();
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("{path}: no response: {e}"));
+        assert_eq!((r.status, r.text().as_str()), (200, body), "{path}");
+        // The error is logged, and the connection does not go on.
+        c.expect_closed(LOG_WAIT);
+        s.expect_log(needle, LOG_WAIT);
+    }
+}
+
 #[test]
 fn crlf_in_header_value_is_500_and_not_injected() {
     let s = Server::start("errors:app", &[]);

@@ -139,11 +139,26 @@ fn readlines_and_iteration() {
     let s = Server::start("echo_app:app", &[]);
     let want = ["line1\\n", "line2\\n", "last"];
     assert_eq!(post(&s, "read=lines", BODY).all("_piece"), want);
+    // A hint of 0 is no hint, as in io (it gave one line).
+    assert_eq!(post(&s, "read=lines0", BODY).all("_piece"), want);
     assert_eq!(post(&s, "read=iter", BODY).all("_piece"), want);
     assert_eq!(
         post_chunked(&s, "read=iter", &["line1", "\nline2\nla", "st"]).all("_piece"),
         want
     );
+}
+
+/// read1() returns what has arrived, as io's does, instead of waiting for
+/// 64 KiB or the end of the body (streaming parsers rely on it).
+#[test]
+fn read1_returns_what_has_arrived() {
+    let s = Server::start("echo_app:app", &[]);
+    let mut c = s.connect();
+    c.send(b"POST /r?read=read1 HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n");
+    c.send(&[b'a'; 100]);
+    let r = c.response();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.kv().all("_piece"), ["a".repeat(100)]);
 }
 
 #[test]
