@@ -65,6 +65,8 @@ struct Worker {
     stop_sent: Option<Instant>,
     /// When it was sent SIGABRT for not answering.
     aborted: Option<Instant>,
+    /// It was aborted for not loading the app within --boot-timeout.
+    boot_timed_out: bool,
     killed: bool,
     requests: u64,
 }
@@ -115,6 +117,8 @@ pub struct Master {
     generation: u64,
     next_id: u64,
     crashes: u32,
+    /// When the last of those early deaths was.
+    last_crash: Option<Instant>,
     next_spawn: Instant,
     stopping: Option<Stopping>,
     /// The exit code once a worker failed to boot.
@@ -168,6 +172,7 @@ impl Master {
             generation: 0,
             next_id: 1,
             crashes: 0,
+            last_crash: None,
             next_spawn: Instant::now(),
             stopping: None,
             halt: None,
@@ -273,18 +278,24 @@ impl Master {
         for action in actions {
             match action {
                 Action::Spawn => {
-                    if Instant::now() < self.next_spawn {
+                    // Nor before a worker aborted for its boot timeout is
+                    // reaped: whether to halt or retry is decided then.
+                    if Instant::now() < self.next_spawn || self.workers.iter().any(|w| w.boot_timed_out) {
                         continue;
                     }
                     if let Err(e) = self.spawn() {
                         log::error!("cannot start a worker: {e}");
-                        self.crashes += 1;
-                        self.next_spawn = Instant::now() + supervise::backoff(self.crashes).max(TICK);
+                        self.note_crash();
+                        self.next_spawn = self.next_spawn.max(Instant::now() + TICK);
                     }
                 }
                 Action::Stop(id) => {
                     if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
                         log::info!("Stopping worker {} gracefully", w.pid);
+                        if w.state == State::Booting {
+                            // Obsolete before it served (see `stop`).
+                            w.signal(Signal::SIGINT);
+                        }
                         w.state = State::Stopping;
                         w.stop_sent = Some(Instant::now());
                         w.tell(&ToWorker::Stop { graceful: true });
@@ -324,6 +335,7 @@ impl Master {
             last_beat: now,
             stop_sent: None,
             aborted: None,
+            boot_timed_out: false,
             killed: false,
             requests: 0,
         });
@@ -441,6 +453,9 @@ impl Master {
                     Err(e) => log::error!("Cannot reload the configuration, keeping the current one: {e}"),
                 }
                 self.generation += 1;
+                // A reload is the operator's (or the watcher's) word that
+                // the app may load now: no back-off left from failed boots.
+                self.next_spawn = Instant::now();
                 log::info!("Received SIGHUP: replacing every worker, one at a time");
                 self.announcer.reloading();
                 self.settled = false;
@@ -513,13 +528,14 @@ impl Master {
             None => self.announcer.stopping(),
         }
         for w in &mut self.workers {
-            w.state = State::Stopping;
-            w.tell(&ToWorker::Stop { graceful });
-            if !graceful {
-                // Also for a worker still importing the app, which reads
-                // its control socket only once booted.
+            // A worker still importing the app reads its control socket
+            // only once booted, and has nothing in flight: a quick stop,
+            // whatever the stop.
+            if !graceful || w.state == State::Booting {
                 w.signal(Signal::SIGINT);
             }
+            w.state = State::Stopping;
+            w.tell(&ToWorker::Stop { graceful });
         }
     }
 
@@ -551,45 +567,80 @@ impl Master {
             let w = self.workers.remove(i);
             self.balance.0.forget(pid.as_raw() as u32);
             let ending = supervise::classify(status);
-            let expected = w.state == State::Stopping;
+            // A worker aborted for a timeout was told nothing: its end is a
+            // failure like a crash.
+            let expected = w.state == State::Stopping && w.aborted.is_none();
             if expected && !matches!(ending, Ending::Signaled(_)) {
                 log::info!("Worker {} {}", w.pid, ending.describe());
             } else {
                 log::warn!("Worker {} {}", w.pid, ending.describe());
             }
-            if w.state == State::Booting && ending.is_boot_failure() && self.stopping.is_none() {
-                // gunicorn's rule: a worker that cannot load the app will
-                // not do better next time; stop instead of looping.
-                let Ending::Exited(code) = ending else { unreachable!() };
-                log::error!("A worker failed to boot; shutting down (exit code {code})");
-                self.halt = Some(code);
-                self.stop(true);
+            let boot_failure = match ending {
+                Ending::Exited(code) if w.state == State::Booting && ending.is_boot_failure() => Some(code),
+                _ if w.boot_timed_out => Some(supervise::WORKER_BOOT_ERROR),
+                _ => None,
+            };
+            if let Some(code) = boot_failure
+                && self.stopping.is_none()
+            {
+                if !self.workers.iter().any(|w| w.state == State::Running) {
+                    // gunicorn's rule: a worker that cannot load the app
+                    // will not do better next time, and none serves: stop
+                    // instead of looping.
+                    log::error!("A worker failed to boot; shutting down (exit code {code})");
+                    self.halt = Some(code);
+                    self.stop(true);
+                    continue;
+                }
+                // Others serve (a reload of a broken deploy, a recycled
+                // worker's successor): they go on, and the new worker is
+                // tried again with the back-off until the app loads.
+                let serving = self.workers.iter().filter(|w| w.state == State::Running).count();
+                let delay = self.note_crash();
+                log::error!(
+                    "A new worker could not load the app; the {serving} serving worker(s) go on serving. \
+                     Trying again in {delay:?} (fix the app, or send HUP once fixed)"
+                );
+                self.announcer.ready(&format!(
+                    "a new worker failed to load the app; {serving} old worker(s) serving"
+                ));
                 continue;
             }
             if !expected && w.started.elapsed() < EARLY_DEATH {
-                self.crashes += 1;
-                let delay = supervise::backoff(self.crashes);
+                let delay = self.note_crash();
                 if !delay.is_zero() {
                     log::warn!("{} early worker deaths in a row; next start in {delay:?}", self.crashes);
                 }
-                self.next_spawn = Instant::now() + delay;
             } else if !expected {
                 self.crashes = 0;
             }
         }
     }
 
+    /// Counts an early death (or a failed boot) and puts the next spawn
+    /// off by the back-off; returns the delay.
+    fn note_crash(&mut self) -> Duration {
+        self.crashes += 1;
+        self.last_crash = Some(Instant::now());
+        let delay = supervise::backoff(self.crashes);
+        self.next_spawn = Instant::now() + delay;
+        delay
+    }
+
     /// Timeouts: boot and heartbeat, and the stop backstop.
     fn check_deadlines(&mut self) {
         let now = Instant::now();
-        // A worker that has served for EARLY_DEATH ends a run of early
-        // deaths: the next one, maybe hours later, starts a new count (it
-        // used to inherit the old run's longest delay).
+        // A worker started since the last early death that has served for
+        // EARLY_DEATH ends the run: the next one, maybe hours later, starts
+        // a new count (it used to inherit the old run's longest delay).
+        // Workers older than the run (serving while their successors fail
+        // to boot) say nothing about it.
         if self.crashes > 0
-            && self
-                .workers
-                .iter()
-                .any(|w| w.state == State::Running && w.started.elapsed() >= EARLY_DEATH)
+            && self.workers.iter().any(|w| {
+                w.state == State::Running
+                    && w.started.elapsed() >= EARLY_DEATH
+                    && self.last_crash.is_none_or(|at| w.started > at)
+            })
         {
             log::info!(
                 "Workers serve again after {} early deaths; the back-off starts over",
@@ -645,6 +696,7 @@ impl Master {
                 );
                 w.signal(Signal::SIGABRT);
                 w.aborted = Some(now);
+                w.boot_timed_out = w.state == State::Booting;
                 w.state = State::Stopping;
             }
         }

@@ -484,6 +484,38 @@ fn boot_failure_stops_the_master_with_code_4() {
     assert!(boots <= 3, "{boots} workers started, a respawn loop:\n{}", done.stderr);
 }
 
+/// Regression: a HUP with a deploy that cannot be imported stopped the
+/// whole server (the rule for a worker that cannot boot, meant for the
+/// start). The old workers now go on serving while the new one is tried
+/// again with the back-off, and the reload completes once the app loads.
+#[test]
+fn a_reload_that_cannot_load_the_app_keeps_the_old_workers_serving() {
+    let s = Server::start("broken_deploy:app", &["-p", "2"]);
+    let old = s.wait_workers(2, BOOT);
+    let marker = s.tmp().join("broken");
+    std::fs::write(&marker, "").unwrap();
+    s.signal(libc::SIGHUP);
+    let failed = "could not load the app; the 2 serving worker(s) go on serving";
+    assert!(
+        wait_until(BOOT, || s.log_count(failed) >= 2),
+        "no second attempt:\n{}",
+        s.stderr()
+    );
+    for _ in 0..4 {
+        let pid = pid_in(&s.get("/").text());
+        assert!(old.contains(&pid), "served by {pid}, not one of {old:?}");
+    }
+    assert!(!s.stderr().contains("shutting down"), "{}", s.stderr());
+    std::fs::remove_file(&marker).unwrap();
+    let mut now = Vec::new();
+    let reloaded = wait_until(Duration::from_secs(20), || {
+        now = s.workers();
+        old.iter().all(|&p| proc_gone(p)) && now.len() == 2 && now.iter().all(|&p| s.booted(p))
+    });
+    assert!(reloaded, "the reload did not complete: workers {now:?}\n{}", s.stderr());
+    assert!(now.contains(&pid_in(&s.get("/").text())));
+}
+
 #[test]
 fn master_sigkill_takes_workers_down() {
     let mut s = start(&["-p", "2"]);
@@ -624,13 +656,30 @@ fn graceful_stop_answers_a_request_waiting_on_an_accepted_connection() {
     assert_eq!(r.header("connection"), Some("close"), "{r:?}");
 }
 
+/// At the start, an app that does not load within --boot-timeout stops
+/// the server (exit 3), as one that cannot be imported does (4). Before,
+/// the master aborted and restarted it every --boot-timeout forever, and
+/// `--daemon` never returned.
 #[test]
-fn boot_timeout_aborts_a_worker_stuck_importing() {
-    let s = Server::builder("slow_import:app")
+fn boot_timeout_at_the_start_stops_the_server() {
+    let done = Server::builder("slow_import:app")
         .args(["-p", "1", "--boot-timeout", "1"])
-        .start_without_waiting();
-    s.expect_log("timed out (boot); aborting it", Duration::from_secs(6));
-    s.expect_log("was killed by SIGABRT", Duration::from_secs(5));
+        .run_to_exit(Duration::from_secs(10));
+    assert_eq!(
+        done.status.code(),
+        Some(3),
+        "{}:\n{}",
+        describe_status(&done.status),
+        done.stderr
+    );
+    for needle in [
+        "timed out (boot); aborting it",
+        "was killed by SIGABRT",
+        "A worker failed to boot; shutting down (exit code 3)",
+    ] {
+        assert!(done.stderr.contains(needle), "{needle:?} not in:\n{}", done.stderr);
+    }
+    assert_eq!(done.stderr.matches("Booting worker").count(), 1, "{}", done.stderr);
 }
 
 #[test]
