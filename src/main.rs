@@ -102,6 +102,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 dualstack: config.dualstack_ipv6,
                 perms: config.unix_socket_perms,
                 reuse_port: config.reuse_port,
+                owner: config.socket_owner(),
             },
         )?,
     };
@@ -116,7 +117,12 @@ fn run() -> anyhow::Result<ExitCode> {
     // daemon already): detached again, it would look to the upgrade like a
     // master that exited at once, on both sides.
     let ready_pipe = if config.daemon && upgrade.is_none() {
-        Some(daemon::detach()?)
+        zibai::logging::check_files(&[&config.error_log, &config.access_log_file])?;
+        let error_log = match &config.error_log {
+            zibai::logging::Destination::File(p) => Some(p.as_path()),
+            zibai::logging::Destination::Stderr => None,
+        };
+        Some(daemon::detach(error_log)?)
     } else {
         None
     };

@@ -306,6 +306,18 @@ impl Config {
         Some((uid, gid))
     }
 
+    /// Owner and group for unix socket files: the workers' user and group
+    /// (`--group`, else the user's), each `None` when not switched.
+    pub fn socket_owner(&self) -> (Option<u32>, Option<u32>) {
+        let uid = self.user.as_ref().map(|u| u.uid);
+        let gid = self
+            .group
+            .as_ref()
+            .map(|g| g.gid)
+            .or(self.user.as_ref().and_then(|u| u.gid));
+        (uid, gid)
+    }
+
     /// The resolved configuration as a TOML config file: every option,
     /// defaults included, keyed by its long name. Feeding it back with
     /// `--config` (and nothing else) resolves to the same configuration and

@@ -51,6 +51,17 @@ fn open_file(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(f))
 }
 
+/// Whether the log files can be opened, for `--daemon` to say so on the
+/// terminal before it detaches: afterwards the reason would go nowhere.
+pub fn check_files(dests: &[&Destination]) -> io::Result<()> {
+    for d in dests {
+        if let Destination::File(p) = d {
+            open_file(p)?;
+        }
+    }
+    Ok(())
+}
+
 /// Gives the file to `owner` when we run as root (gunicorn does the same
 /// for its log files).
 fn hand_over(fd: &OwnedFd, owner: Option<(u32, u32)>) {

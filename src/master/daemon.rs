@@ -19,7 +19,8 @@ pub enum DaemonError {
 /// In the daemon, returns the write end of the readiness pipe (give it to
 /// [`super::notify::Announcer`]). The original process never returns: it
 /// exits 0 once the daemon is ready, 1 if the daemon died first.
-pub fn detach() -> Result<OwnedFd, DaemonError> {
+/// `error_log` is where the daemon's errors go, named if it dies early.
+pub fn detach(error_log: Option<&std::path::Path>) -> Result<OwnedFd, DaemonError> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(DaemonError::Pipe)?;
     let cwd = std::env::current_dir().map_err(|e| DaemonError::Detach(e.to_string()))?;
     // Keep the operator's umask: daemonize would otherwise impose 027.
@@ -33,7 +34,13 @@ pub fn detach() -> Result<OwnedFd, DaemonError> {
             let mut answer = [0u8; 1];
             let ready = matches!(std::fs::File::from(read).read(&mut answer), Ok(1));
             if !ready {
-                eprintln!("zibai: the daemon exited before it was ready (its output goes to /dev/null)");
+                match error_log {
+                    Some(p) => eprintln!("zibai: the daemon exited before it was ready; see {}", p.display()),
+                    None => eprintln!(
+                        "zibai: the daemon exited before it was ready (its output goes to /dev/null: \
+                         run without --daemon, or with --error-log FILE, to see why)"
+                    ),
+                }
             }
             std::process::exit(if ready { 0 } else { 1 });
         }

@@ -96,6 +96,10 @@ pub struct BindOptions {
     pub perms: u32,
     /// SO_REUSEPORT on TCP listeners.
     pub reuse_port: bool,
+    /// Owner and group of unix socket files (`None`: unchanged): the
+    /// workers' user and group, as gunicorn does, so `--unix-socket-perms
+    /// 660 --group www-data` lets a proxy in that group connect.
+    pub owner: (Option<u32>, Option<u32>),
 }
 
 impl Default for BindOptions {
@@ -105,6 +109,7 @@ impl Default for BindOptions {
             dualstack: false,
             perms: 0o600,
             reuse_port: false,
+            owner: (None, None),
         }
     }
 }
@@ -119,6 +124,7 @@ pub fn bind(addr: &ListenAddr, opts: BindOptions) -> Result<Listener, ListenErro
         dualstack,
         perms,
         reuse_port,
+        owner,
     } = opts;
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
     let backlog = Backlog::new(backlog).unwrap_or(Backlog::MAXCONN);
@@ -181,6 +187,12 @@ pub fn bind(addr: &ListenAddr, opts: BindOptions) -> Result<Listener, ListenErro
                 addr: addr.to_string(),
                 cause: e,
             })?;
+            if owner != (None, None) {
+                std::os::unix::fs::chown(path, owner.0, owner.1).map_err(|e| ListenError::Bind {
+                    addr: addr.to_string(),
+                    cause: e,
+                })?;
+            }
             socket::listen(&fd, backlog).map_err(err(addr))?;
             Ok(Listener {
                 fd,

@@ -37,6 +37,14 @@ pub fn start_new_master(listeners: &[Listener]) -> io::Result<Pid> {
     let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
     let mut cmd = super::spawn::reexec(&exe, fds);
     cmd.env(FDS_ENV, list).env(FROM_ENV, std::process::id().to_string());
+    // systemd's WATCHDOG_PID names this master: the new one, which takes
+    // over as the main process, would take the watchdog for someone else's
+    // and never ping. It pings if this one does (NotifyAccess=all lets it
+    // before it is MAINPID), and not otherwise.
+    cmd.env_remove("WATCHDOG_PID");
+    if sd_notify::watchdog_enabled().is_none() {
+        cmd.env_remove("WATCHDOG_USEC");
+    }
     if let Some(dir) = START_DIR.get() {
         cmd.current_dir(dir);
     }

@@ -265,6 +265,13 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
             Some(SIGINT | SIGQUIT) => break false,
             // Single-process mode: logrotate signals this process itself.
             Some(SIGUSR1) => crate::logging::reopen(),
+            // The master's signals, sent to this process alone: say why
+            // nothing happens (a worker under a master hears them from
+            // `kill` on the process group, and stays quiet).
+            Some(sig) if !multiprocess => log::warn!(
+                "Received {}: ignored in single-process mode (-p 0); reloads, scaling and upgrades need a master (-p 1 or more)",
+                nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str())
+            ),
             _ => continue,
         }
     };

@@ -150,6 +150,25 @@ fn a_response_that_promised_keep_alive_before_the_stop_is_kept_to_its_word() {
     assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
 }
 
+/// Without a master, HUP and the other master signals change nothing: the
+/// process says so instead of ignoring them silently, and serves on.
+#[test]
+fn master_signals_to_a_single_process_are_logged_and_ignored() {
+    let s = Server::start("slow:app", &[]);
+    for (sig, name) in [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGUSR2, "SIGUSR2"),
+    ] {
+        s.signal(sig);
+        s.expect_log(
+            &format!("Received {name}: ignored in single-process mode (-p 0)"),
+            Duration::from_secs(5),
+        );
+    }
+    assert_eq!(s.get("/").text(), "fast");
+}
+
 #[test]
 fn graceful_exit_timeout_bounds_a_stuck_request() {
     let mut s = Server::start("slow:app", &["--graceful-exit-timeout", "1"]);

@@ -535,6 +535,40 @@ fn daemon_that_cannot_load_the_app_fails_the_command() {
     }
 }
 
+/// A log file the daemon could not open was reported nowhere (the daemon's
+/// stderr is /dev/null): the command said only that the daemon exited. It
+/// is checked before detaching now; and a daemon that dies later points at
+/// its error log.
+#[test]
+fn daemon_reports_an_unusable_log_file_on_the_terminal() {
+    let dir = TempDir::new("daemon");
+    let file = dir.path().join("d.pid");
+    let sock = dir.path().join("d.sock");
+    let _strays = Strays::pidfile(&file);
+    let bad = dir.path().join("no-such-dir").join("error.log");
+    let (launcher, st) = run_daemon("echo_app:app", &["--error-log", bad.to_str().unwrap()], &file, &sock);
+    assert_eq!(st.code(), Some(1), "{}", describe_status(&st));
+    let err = launcher.stderr();
+    assert!(
+        err.contains(&format!("cannot open log file {}", bad.display())),
+        "{err}"
+    );
+    assert!(!file.exists(), "a daemon started");
+    // The app fails to load after detaching: the command names the log.
+    let log = dir.path().join("error.log");
+    let (launcher, st) = run_daemon("import_boom:app", &["--error-log", log.to_str().unwrap()], &file, &sock);
+    assert_eq!(st.code(), Some(1), "{}", describe_status(&st));
+    assert!(
+        launcher
+            .stderr()
+            .contains(&format!("exited before it was ready; see {}", log.display())),
+        "{}",
+        launcher.stderr()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("boom at import time"), "{text}");
+}
+
 // ---------------------------------------------------------------------------
 // systemd: NOTIFY_SOCKET
 
@@ -780,6 +814,56 @@ fn watchdog_for_another_pid_is_not_pinged() {
     // Five intervals' worth of silence: a ping would come every 100 ms.
     let (count, _) = watchdog_pings(&mut n, Duration::from_millis(500));
     assert_eq!(count, 0, "{:?}", n.messages());
+}
+
+/// Regression: a new master started by USR2 inherited WATCHDOG_PID, the
+/// old master's pid, took the watchdog for someone else's and never
+/// pinged: systemd killed the service one interval after the old master
+/// exited.
+#[test]
+fn watchdog_is_pinged_by_the_new_master_after_usr2() {
+    let dir = TempDir::new("upwatchdog");
+    let sock = dir.path().join("s.sock");
+    let listen = format!("unix:{}", sock.display());
+    let mut n = Notify::new();
+    let mut cmd = Command::new("/bin/sh");
+    // As systemd starts it: WATCHDOG_PID is the (first) master's pid.
+    cmd.arg("-c")
+        .arg(r#"WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$0" "$@""#)
+        .arg(BIN)
+        .args(["pids:app", "-p", "1", "-l", &listen]);
+    server_env(&mut cmd, &apps_dir());
+    cmd.env("NOTIFY_SOCKET", n.path()).env("WATCHDOG_USEC", "200000");
+    let mut old = Proc::spawn(cmd);
+    n.expect_line("READY=1", BOOT);
+    kill(old.pid(), libc::SIGUSR2);
+    old.expect_log("New master ", STOP);
+    let new_master: i32 = old
+        .stderr()
+        .lines()
+        .find_map(|l| l.split("New master ").nth(1)?.split(' ').next()?.parse().ok())
+        .expect("the new master's pid in the log");
+    let _strays = Strays {
+        pids: vec![new_master],
+        pidfiles: Vec::new(),
+    };
+    n.expect_line("READY=1", BOOT);
+    kill(old.pid(), libc::SIGWINCH);
+    kill(old.pid(), libc::SIGTERM);
+    let st = old.wait_exit(STOP);
+    assert_eq!(st.code(), Some(0), "the old master: {}", describe_status(&st));
+    n.expect_line(&format!("MAINPID={new_master}"), STOP);
+    // The new master alone now: pinged at half the interval.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut pings = 0;
+    while let Some(m) = n.recv_until(deadline) {
+        pings += usize::from(m == "WATCHDOG=1\n");
+    }
+    assert!(
+        pings >= 5,
+        "{pings} WATCHDOG=1 from the new master in 1 s: {:?}",
+        n.messages()
+    );
 }
 
 // ---------------------------------------------------------------------------

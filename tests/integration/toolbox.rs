@@ -1371,6 +1371,37 @@ fn user_alone_runs_with_its_primary_group() {
     assert_ids(&s, n.uid, n.gid);
 }
 
+/// The socket file belongs to the workers' user and group, as gunicorn's
+/// does: with `--unix-socket-perms 660`, a proxy in that group can connect
+/// (it stayed root's, and nginx as www-data was refused).
+#[test]
+fn unix_socket_belongs_to_the_workers_user_and_group() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(n) = nobody("unix_socket_belongs_to_the_workers_user_and_group") else {
+        return;
+    };
+    let dir = TempDir::new("sockowner");
+    let path = dir.path().join("app.sock");
+    let s = Server::builder(APP)
+        .listen_args(
+            [
+                "-l".to_string(),
+                format!("unix:{}", path.display()),
+                "--unix-socket-perms".into(),
+                "660".into(),
+            ],
+            Some(Target::Unix(path.clone())),
+        )
+        .args(["-p", "1", "--user", "nobody", "--group", &n.group_name])
+        .start();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (n.uid, n.group_gid, 0o660)
+    );
+    assert_ids(&s, n.uid, n.group_gid);
+}
+
 /// A free TCP port below 1024 on 127.0.0.1, searched from `from`.
 fn free_privileged_port(from: u16) -> Option<u16> {
     (from..1024).find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
