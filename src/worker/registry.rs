@@ -62,7 +62,7 @@ impl ConnSocket {
     }
 
     /// Bytes the client sent that nobody has read yet.
-    fn pending_bytes(&self) -> usize {
+    pub fn pending_bytes(&self) -> usize {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int through a valid pointer; the fd is
         // open for as long as self lives.

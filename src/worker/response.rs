@@ -423,7 +423,13 @@ impl Response {
             self.must_close = true;
             Framing::Close
         };
-        if super::STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
+        // The head goes out while the client still waits for the 100
+        // Continue it never got (whether the response is whole or streams):
+        // its body may follow or not, so the connection cannot carry
+        // another request, and the head says so.
+        if super::STOPPING.load(std::sync::atomic::Ordering::Relaxed)
+            || self.setup.expect.as_ref().is_some_and(ExpectContinue::pending)
+        {
             self.must_close = true;
         }
         if self.must_close {
@@ -448,12 +454,6 @@ impl Response {
     /// for its next wait (the final piece of a response).
     pub fn frame(&mut self, chunks: Vec<PyBackedBytes>, last: bool) -> Framed {
         let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        // The whole response at once, while the client still waits for
-        // the 100 Continue it never got: its body may follow or not, so the
-        // connection cannot carry another request, and the head says so.
-        if last && !self.head_sent && self.setup.expect.as_ref().is_some_and(ExpectContinue::pending) {
-            self.must_close = true;
-        }
         let head = if self.head_sent {
             Vec::new()
         } else {

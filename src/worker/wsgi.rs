@@ -271,35 +271,25 @@ impl Statics {
         let target_str = strings.values.get(py, target, latin1);
         env.set_item(k.request_uri.bind(py), &target_str)?;
         env.set_item(k.raw_uri.bind(py), &target_str)?;
-        // absolute-form: keep only the path and query.
-        let origin = if target.first() != Some(&b'/') && target != b"*" {
-            match target
-                .iter()
-                .position(|&c| c == b':')
-                .filter(|&i| target[i..].starts_with(b"://"))
-            {
-                Some(i) => {
-                    let rest = &target[i + 3..];
-                    match rest.iter().position(|&c| c == b'/' || c == b'?') {
-                        Some(j) => &rest[j..],
-                        None => b"/",
-                    }
-                }
-                None => target,
-            }
-        } else {
-            target
+        // A fragment is the client's own (RFC 9110 4.2.5): no part of the
+        // authority, the path or the query. Cut first, or `http://h#x/admin`
+        // would have the path /admin.
+        let target_nofrag = match target.iter().position(|&c| c == b'#') {
+            Some(h) => &target[..h],
+            None => target,
         };
-        // A fragment is the client's own (RFC 9110 4.2.5), and no part of
-        // the path or the query: cut it before either is found.
-        let origin = match origin.iter().position(|&c| c == b'#') {
-            Some(h) => &origin[..h],
-            None => origin,
+        // absolute-form: the authority stands for Host (RFC 9112 3.2.2: the
+        // Host field is ignored), the rest is the path and query.
+        let (authority, origin) = match split_absolute(target_nofrag) {
+            Some((authority, origin)) => (Some(authority), origin),
+            None => (None, target_nofrag),
         };
         let (path, query) = match origin.iter().position(|&c| c == b'?') {
             Some(q) => (&origin[..q], &origin[q + 1..]),
             None => (origin, &b""[..]),
         };
+        // `http://h?q=1`: an empty path is `/`.
+        let path: &[u8] = if path.is_empty() { b"/" } else { path };
         let decoded = percent_decode(path);
         let mut path_info: &[u8] = &decoded;
         if let Some(prefix) = script_name {
@@ -367,6 +357,10 @@ impl Statics {
                 env.set_item(key, value)?;
             }
         }
+        if let Some(authority) = authority {
+            host = Some(authority);
+            env.set_item(pyo3::intern!(py, "HTTP_HOST"), latin1(py, authority))?;
+        }
         let default_port = match info.forwarded.scheme {
             Some("https") => "443",
             Some(_) => "80",
@@ -378,6 +372,23 @@ impl Statics {
         env.set_item(k.wsgi_input.bind(py), input)?;
         Ok(env)
     }
+}
+
+/// An absolute-form target's authority (without userinfo) and the rest
+/// (path and query, maybe empty); `None` for any other form.
+fn split_absolute(target: &[u8]) -> Option<(&[u8], &[u8])> {
+    if target.first() == Some(&b'/') || target == b"*" {
+        return None;
+    }
+    let i = target.iter().position(|&c| c == b':')?;
+    let rest = target[i..].strip_prefix(b"://")?;
+    let end = rest.iter().position(|&c| c == b'/' || c == b'?').unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = match authority.iter().rposition(|&c| c == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
+    Some((host, &rest[end..]))
 }
 
 /// SERVER_NAME and SERVER_PORT from the Host header (as Apache does with

@@ -65,6 +65,29 @@ fn absolute_form_target_gives_path_and_query() {
     assert_eq!(kv.at("RAW_URI"), "http://example.com/abs/p?q=1");
 }
 
+/// RFC 9112 3.2.2: with an absolute-form target, the Host field is ignored
+/// and the target's authority is the host (it was the other way round). A
+/// fragment there is no path (`http://h#x/admin` had the path /admin), and
+/// an empty path is `/`.
+#[test]
+fn absolute_form_authority_wins_over_host() {
+    let s = Server::start("echo_app:app", &[]);
+    let kv = echo(
+        &s,
+        b"GET http://u@target.example:8080/p?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(kv.at("HTTP_HOST"), "target.example:8080");
+    assert_eq!((kv.at("SERVER_NAME"), kv.at("SERVER_PORT")), ("target.example", "8080"));
+    assert_eq!(kv.at("PATH_INFO"), "/p");
+    let kv = echo(
+        &s,
+        b"GET http://h#x/admin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((kv.at("PATH_INFO"), kv.at("QUERY_STRING")), ("/", ""));
+    let kv = echo(&s, b"GET http://h?q=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert_eq!((kv.at("PATH_INFO"), kv.at("QUERY_STRING")), ("/", "q=1"));
+}
+
 #[test]
 fn script_name_from_url_prefix_strips_path_info() {
     let s = Server::start("echo_app:app", &["--url-prefix", "/api"]);

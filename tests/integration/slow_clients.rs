@@ -439,6 +439,47 @@ fn an_unread_body_holds_neither_the_thread_nor_the_response() {
 /// with a reset, the client's send failed with "connection reset by peer"
 /// or a broken pipe, and such a client never reads the 413. The server now
 /// stops writing and drops what comes until the client is done.
+/// Regression: requests pipelined after one that ends the connection
+/// (`Connection: close`, HTTP/1.0) were left unread at the close, so the
+/// kernel answered them with a reset, which can destroy the response on
+/// its way. The close lingers for them too now.
+#[test]
+fn requests_pipelined_after_the_last_one_do_not_reset_the_connection() {
+    let s = Server::start("echo_app:app", &[]);
+    for first in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"GET / HTTP/1.0\r\n\r\n",
+    ] {
+        let mut all = first.to_vec();
+        for _ in 0..20_000 {
+            all.extend_from_slice(b"GET /more HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        let mut c = s.connect();
+        let sent = c.try_send(&all);
+        let end = c.read_to_end(Duration::from_secs(10));
+        let text = String::from_utf8_lossy(end.bytes()).into_owned();
+        assert!(
+            sent.is_ok() && matches!(end, Ending::Eof(_)),
+            "{:?}: sent {sent:?}, ended {}",
+            String::from_utf8_lossy(first),
+            match end {
+                Ending::Eof(_) => "with FIN",
+                Ending::Reset(_) => "with a reset",
+                Ending::Open(_) => "open",
+            }
+        );
+        assert!(
+            text.starts_with("HTTP/1.") && text[8..].starts_with(" 200 "),
+            "{text:.200}"
+        );
+        assert_eq!(
+            text.matches("Server: zibai\r\n").count(),
+            1,
+            "served past the last request"
+        );
+    }
+}
+
 #[test]
 fn a_refused_upload_gets_its_answer_before_the_close() {
     let s = Server::start("slow:app", &["--max-body-size", "1000"]);

@@ -66,6 +66,10 @@ macro_rules! refused {
 }
 
 refused! {
+    // A 2xx to CONNECT would make the rest of the connection a tunnel for
+    // the client, and more requests for us (it was served as a request).
+    connect_is_not_implemented:
+        b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n" => 501;
     content_length_with_transfer_encoding:
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" => 400;
     transfer_encoding_with_content_length:
