@@ -202,7 +202,7 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "FILE", default_value = "-", help_heading = "Logging")]
     pub error_log: String,
 
-    /// Log level: error, warn, info or debug
+    /// Log level: error, warn, info or debug (gunicorn's critical and warning too)
     #[arg(long, value_name = "LEVEL", default_value = "info", help_heading = "Logging")]
     pub log_level: String,
 

@@ -93,7 +93,8 @@ const OPTIONS: &[(&str, Kind)] = &[
     ("write_timeout", Kind::Seconds),
 ];
 
-/// Visible command-line aliases, for "did you mean" on unknown file keys.
+/// Visible command-line aliases, also keys of the file (`workers = 4`, as
+/// gunicorn's configuration says it).
 const ALIASES: &[(&str, &str)] = &[
     ("workers", "subprocess"),
     ("max-requests", "max-request-pre-process"),
@@ -169,6 +170,8 @@ struct File {
     /// Top-level keys whose value is an integer written in decimal (the
     /// table keeps no radix).
     decimal: Vec<String>,
+    /// (key, alias) for the options the file set through an alias.
+    written: Vec<(String, String)>,
 }
 
 impl File {
@@ -185,6 +188,21 @@ impl File {
             place: place.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        let mut table = table;
+        // An alias is its option's key, named as written in messages.
+        let mut written = Vec::new();
+        for (alias, canonical) in ALIASES {
+            if let Some(v) = table.remove(*alias) {
+                if table.contains_key(*canonical) {
+                    return Err(ConfigError::Syntax {
+                        place,
+                        message: format!("both {alias} and {canonical} are set: they are one option"),
+                    });
+                }
+                table.insert(canonical.to_string(), v);
+                written.push((canonical.to_string(), alias.to_string()));
+            }
+        }
         // A Table is sorted, so the first bad key reported is stable.
         for k in table.keys() {
             if OPTIONS.iter().any(|(id, _)| key(id) == *k) {
@@ -214,11 +232,22 @@ impl File {
                 .get_ref()
                 .iter()
                 .filter(|(_, v)| matches!(v.get_ref(), toml::de::DeValue::Integer(i) if i.radix() == 10))
-                .map(|(k, _)| k.get_ref().to_string())
+                .map(|(k, _)| {
+                    let k = k.get_ref().to_string();
+                    match ALIASES.iter().find(|(a, _)| *a == k) {
+                        Some((_, canonical)) => canonical.to_string(),
+                        None => k,
+                    }
+                })
                 .collect(),
             Err(_) => Vec::new(),
         };
-        Ok(File { place, table, decimal })
+        Ok(File {
+            place,
+            table,
+            decimal,
+            written,
+        })
     }
 
     /// The file's value for option `id`, checked against its kind.
@@ -229,7 +258,11 @@ impl File {
         };
         let origin = Origin::File {
             place: self.place.clone(),
-            key: key(id),
+            key: self
+                .written
+                .iter()
+                .find(|(k, _)| *k == key(id))
+                .map_or_else(|| key(id), |(_, alias)| alias.clone()),
         };
         let item = |text: String, v: &T| Item {
             text,
@@ -240,6 +273,8 @@ impl File {
             (Kind::Int | Kind::Seconds, T::Integer(i)) => vec![item(i.to_string(), v)],
             (Kind::Seconds, T::Float(f)) => vec![item(f.to_string(), v)],
             (Kind::Str | Kind::Mode | Kind::List, T::String(s)) => vec![item(s.clone(), v)],
+            // A uid or gid, as on the command line (`--user 1000`).
+            (Kind::Str, T::Integer(i)) if (id == "user" || id == "group") && *i >= 0 => vec![item(i.to_string(), v)],
             // 0o022 is a TOML integer; "022" is not one (leading zero). A
             // mode written in decimal digits (`umask = 22`) means what chmod
             // and the command line make of them: octal. (Read as a number it
@@ -521,11 +556,12 @@ fn env_pair(s: &str) -> Result<(String, String), String> {
 
 fn log_level(s: &str) -> Result<log::LevelFilter, String> {
     match s.to_ascii_lowercase().as_str() {
-        "error" => Ok(log::LevelFilter::Error),
-        "warn" => Ok(log::LevelFilter::Warn),
+        // gunicorn's names too: `critical` has no level of its own here.
+        "error" | "critical" => Ok(log::LevelFilter::Error),
+        "warn" | "warning" => Ok(log::LevelFilter::Warn),
         "info" => Ok(log::LevelFilter::Info),
         "debug" => Ok(log::LevelFilter::Debug),
-        _ => Err("expected error, warn, info or debug".to_string()),
+        _ => Err("expected error, warn, info or debug (or gunicorn's critical, warning)".to_string()),
     }
 }
 

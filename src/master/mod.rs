@@ -385,8 +385,14 @@ impl Master {
         let mut chunk = [0u8; 1024];
         loop {
             match sock.read(&mut chunk) {
+                // It exited (or is about to); waitpid will tell how. A reset
+                // says the same: it exited with our message unread (a worker
+                // that failed to boot never reads its socket).
                 Ok(0) => {
-                    // It exited (or is about to); waitpid will tell how.
+                    w.control = None;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     w.control = None;
                     break;
                 }
@@ -570,10 +576,15 @@ impl Master {
             // A worker aborted for a timeout was told nothing: its end is a
             // failure like a crash.
             let expected = w.state == State::Stopping && w.aborted.is_none();
-            if expected && !matches!(ending, Ending::Signaled(_)) {
-                log::info!("Worker {} {}", w.pid, ending.describe());
+            let what = if w.killed && ending == Ending::Signaled(Signal::SIGKILL) {
+                "was killed by zibai (SIGKILL)".to_string()
             } else {
-                log::warn!("Worker {} {}", w.pid, ending.describe());
+                ending.describe()
+            };
+            if expected && !matches!(ending, Ending::Signaled(_)) {
+                log::info!("Worker {} {what}", w.pid);
+            } else {
+                log::warn!("Worker {} {what}", w.pid);
             }
             let boot_failure = match ending {
                 Ending::Exited(code) if w.state == State::Booting && ending.is_boot_failure() => Some(code),

@@ -320,3 +320,39 @@ fn app_from_the_environment_alone() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(text(&o.stderr).contains("no app given"), "{}", show(&o));
 }
+
+/// The command line's aliases are keys of the file too (`workers = 4` is
+/// how gunicorn's configuration says it; it was refused), a uid or gid may
+/// be a number as on the command line, and gunicorn's level names are
+/// understood.
+#[test]
+fn aliases_numeric_ids_and_gunicorn_levels_in_the_file() {
+    let dir = TempDir::new("cfgalias");
+    let file = write(
+        &dir,
+        "alias.toml",
+        "workers = 3\nmax-requests = 7\nuser = 0\ngroup = 0\nlog-level = \"warning\"\n",
+    );
+    let o = zibai(&["echo_app:app", "--config", &file, "--print-config"], &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    for want in [
+        "subprocess = 3",
+        "max-request-pre-process = 7",
+        "user = \"0\"",
+        "group = \"0\"",
+        "log-level = \"warn\"",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    // Both names of one option: refused, naming both.
+    let file = write(&dir, "both.toml", "workers = 3\nsubprocess = 2\n");
+    let o = zibai(&["echo_app:app", "--config", &file, "--print-config"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stderr).contains("both workers and subprocess"), "{}", show(&o));
+    // A bad value through an alias is reported under the name written.
+    let file = write(&dir, "bad.toml", "workers = \"many\"\n");
+    let o = zibai(&["echo_app:app", "--config", &file, "--print-config"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stderr).contains("workers"), "{}", show(&o));
+}

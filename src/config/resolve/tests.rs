@@ -159,7 +159,11 @@ fn file_errors_name_the_file_the_key_and_the_value() {
             "max_worker = 3",
             "unknown key \"max_worker\" (did you mean \"max-workers\"?)",
         ),
-        ("workers = 3", "unknown key \"workers\" (did you mean \"subprocess\"?)"),
+        // An alias is a key; giving both names of one option is not.
+        (
+            "workers = 3\nsubprocess = 2",
+            "both workers and subprocess are set: they are one option",
+        ),
         ("no-such-thing = 3", "unknown key \"no-such-thing\""),
         (
             "config = \"x.toml\"",
@@ -346,7 +350,7 @@ fn command_line_errors() {
     );
     assert_eq!(
         error_cli(&["a:b", "--log-level", "loud"]),
-        "invalid value \"loud\" for --log-level: expected error, warn, info or debug"
+        "invalid value \"loud\" for --log-level: expected error, warn, info or debug (or gunicorn's critical, warning)"
     );
 }
 
