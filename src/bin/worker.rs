@@ -87,6 +87,9 @@ fn prepare(config: &Config) -> anyhow::Result<()> {
         config.access_log_file.clone(),
         config.worker_owner(),
     )?;
+    if config.capture_output {
+        zibai::logging::capture_output();
+    }
     worker::privileges::drop_to(config.user.as_ref(), config.group.as_ref())?;
     Ok(())
 }

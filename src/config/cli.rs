@@ -198,6 +198,10 @@ pub(crate) struct Cli {
     #[arg(long, help_heading = "Logging")]
     pub access_log_json: bool,
 
+    /// Send the app's stdout and stderr (print, logging to a stream) to the --error-log file, as gunicorn's option does
+    #[arg(long, help_heading = "Logging")]
+    pub capture_output: bool,
+
     /// Write the error log to FILE; - is stderr
     #[arg(long, value_name = "FILE", default_value = "-", help_heading = "Logging")]
     pub error_log: String,

@@ -273,6 +273,8 @@ pub struct Config {
     pub access_log_format: crate::logging::access::Format,
     /// One JSON object per access log line instead of `access_log_format`.
     pub access_log_json: bool,
+    /// The worker's stdout and stderr go to the error log file.
+    pub capture_output: bool,
     pub error_log: LogTarget,
     pub log_level: log::LevelFilter,
     pub limits: Limits,

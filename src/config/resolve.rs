@@ -80,6 +80,7 @@ const OPTIONS: &[(&str, Kind)] = &[
     ("access_log", Kind::Str),
     ("access_log_format", Kind::Str),
     ("access_log_json", Kind::Bool),
+    ("capture_output", Kind::Bool),
     ("error_log", Kind::Str),
     ("log_level", Kind::Str),
     ("limit_request_line", Kind::Int),
@@ -670,6 +671,7 @@ fn build(raw: &Raw, cwd: &Path, sources: Sources) -> Result<Config, ConfigError>
             .with("access_log_format", crate::logging::access::Format::parse)?
             .unwrap_or_default(),
         access_log_json: raw.flag("access_log_json")?,
+        capture_output: raw.flag("capture_output")?,
         error_log: raw
             .with("error_log", |s| log_target(cwd, s))?
             .unwrap_or(LogTarget::Stderr),
@@ -821,6 +823,7 @@ pub(super) fn to_toml(c: &Config) -> String {
     w.text("access-log", &c.access_log_file);
     w.text("access-log-format", &c.access_log_format);
     w.set("access-log-json", c.access_log_json);
+    w.set("capture-output", c.capture_output);
     w.text("error-log", &c.error_log);
     w.text("log-level", c.log_level.as_str().to_ascii_lowercase());
     w.heading("Limits");

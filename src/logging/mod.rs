@@ -230,6 +230,35 @@ pub fn reopen() {
             log::error!("{e}");
         }
     }
+    if CAPTURE.load(std::sync::atomic::Ordering::Relaxed) {
+        redirect_std();
+    }
+}
+
+/// `--capture-output` is on: stdout and stderr follow the error log file.
+static CAPTURE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--capture-output`: this process's stdout and stderr (the app's print(),
+/// a logging.StreamHandler, a C library's messages) become the error log
+/// file, again after each reopen (logrotate), as gunicorn's option does.
+/// Nothing to do when the error log is stderr.
+pub fn capture_output() {
+    CAPTURE.store(true, std::sync::atomic::Ordering::Relaxed);
+    redirect_std();
+}
+
+fn redirect_std() {
+    let Some(sink) = ERROR_LOG.get() else { return };
+    let fd = sink.fd.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(fd) = fd {
+        for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+            // SAFETY: dup2 onto the standard descriptors from an fd the Arc
+            // keeps open; the duplicate is ours and never closed by Rust.
+            if unsafe { libc::dup2(fd.as_raw_fd(), target) } == -1 {
+                log::error!("--capture-output: dup2: {}", io::Error::last_os_error());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

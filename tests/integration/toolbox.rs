@@ -394,6 +394,43 @@ impl JsonLine {
 }
 
 // ---------------------------------------------------------------------------
+// --capture-output
+
+/// The app's stdout and stderr go to the error log file, and follow it
+/// when logrotate moves it (USR1), as gunicorn's --capture-output does;
+/// without the option they were lost under --daemon.
+#[test]
+fn capture_output_sends_the_apps_output_to_the_error_log() {
+    let dir = TempDir::new("capture");
+    let file = dir.path().join("error.log");
+    for processes in ["0", "1"] {
+        let _ = std::fs::remove_file(&file);
+        let s = Server::builder("printer:app")
+            .args(["-p", processes, "--capture-output", "--error-log", &arg(&file)])
+            .start_without_waiting();
+        wait_file(&file, "`Serving with`", |t| t.contains("Serving with"));
+        assert_eq!(s.get("/?t=one").text(), "ok");
+        wait_file(&file, "the app's output", |t| {
+            t.contains("printed one") && t.contains("stderr one")
+        });
+        assert!(!s.stderr().contains("printed one"), "-p {processes}: {}", s.stderr());
+        let moved = dir.path().join("error.log.1");
+        std::fs::rename(&file, &moved).unwrap();
+        s.signal(libc::SIGUSR1);
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                let _ = s.get("/?t=two");
+                std::fs::read_to_string(&file).is_ok_and(|t| t.contains("printed two") && t.contains("stderr two"))
+            }),
+            "-p {processes}: the output did not follow the reopened file: {:?}",
+            std::fs::read_to_string(&file)
+        );
+        let old = std::fs::read_to_string(&moved).unwrap();
+        assert!(old.contains("printed one"), "{old}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The access log.
 
 #[test]
