@@ -157,7 +157,10 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
         access_log,
         activity: server::Activity::new(threads),
     });
-    python::run_hook(&before_serve, "before_serve");
+    // As in Python Zibai, a before_serve that raises ends the worker before
+    // it serves (exit 3: the master stops at the start, or retries while
+    // other workers serve); what it was to set up is not there.
+    python::try_hook(&before_serve, "before_serve").map_err(WorkerError::Setup)?;
     shared
         .register_listeners()
         .map_err(|e| WorkerError::setup("epoll", e))?;

@@ -284,12 +284,19 @@ fn call_with_literals<'py>(py: Python<'py>, f: &Bound<'py, PyAny>, args: &str) -
 
 /// Runs a zero-argument hook, logging (not propagating) its failure.
 pub fn run_hook(hook: &Option<Py<PyAny>>, name: &str) {
-    let Some(hook) = hook else { return };
+    if let Err(e) = try_hook(hook, name) {
+        log::error!("{e}");
+    }
+}
+
+/// Calls a hook; its exception, with the traceback, is the `Err`.
+pub fn try_hook(hook: &Option<Py<PyAny>>, name: &str) -> Result<(), String> {
+    let Some(hook) = hook else { return Ok(()) };
     Python::attach(|py| {
-        if let Err(e) = hook.call0(py) {
-            log::error!("{name} hook failed:\n{}", traceback(py, &e));
-        }
-    });
+        hook.call0(py)
+            .map(drop)
+            .map_err(|e| format!("{name} hook failed:\n{}", traceback(py, &e)))
+    })
 }
 
 /// The app and Zibai's three hooks, as the configuration names them.

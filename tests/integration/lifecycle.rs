@@ -169,6 +169,34 @@ fn master_signals_to_a_single_process_are_logged_and_ignored() {
     assert_eq!(s.get("/").text(), "fast");
 }
 
+/// As in Python Zibai, a before_serve hook that raises stops the worker
+/// before it serves (it used to be logged, and the worker served without
+/// what the hook sets up). At the start, that stops the server: exit 3.
+#[test]
+fn a_before_serve_hook_that_raises_stops_the_start() {
+    for processes in ["0", "1"] {
+        // errors:app called with no arguments raises a TypeError.
+        let done = Server::builder("echo_app:app")
+            .args(["-p", processes, "--before-serve", "errors:app"])
+            .run_to_exit(Duration::from_secs(10));
+        assert_eq!(
+            done.status.code(),
+            Some(3),
+            "-p {processes}: {}:\n{}",
+            describe_status(&done.status),
+            done.stderr
+        );
+        for needle in ["before_serve hook failed", "TypeError"] {
+            assert!(
+                done.stderr.contains(needle),
+                "-p {processes}: {needle:?} not in:\n{}",
+                done.stderr
+            );
+        }
+        assert!(!done.stderr.contains("Serving with"), "-p {processes}: {}", done.stderr);
+    }
+}
+
 #[test]
 fn graceful_exit_timeout_bounds_a_stuck_request() {
     let mut s = Server::start("slow:app", &["--graceful-exit-timeout", "1"]);
