@@ -622,15 +622,20 @@ impl Response {
 
 /// Latin-1 bytes of a str (`what` names it in the error); anything outside
 /// latin-1 is the app's error.
+#[inline]
 fn latin1_bytes<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<std::borrow::Cow<'a, [u8]>> {
     let s = s.to_str()?;
     if s.is_ascii() {
         return Ok(s.as_bytes().into());
     }
+    latin1_slow(s, what).map(Into::into)
+}
+
+#[cold]
+fn latin1_slow(s: &str, what: &str) -> PyResult<Vec<u8>> {
     s.chars()
         .map(|c| u8::try_from(u32::from(c)).map_err(|_| PyValueError::new_err(format!("{what} {s:?} is not latin-1"))))
-        .collect::<PyResult<Vec<u8>>>()
-        .map(Into::into)
+        .collect()
 }
 
 /// Which of the headers the server writes itself the app gave too.
