@@ -629,6 +629,21 @@ fn build(raw: &Raw, cwd: &Path, sources: Sources) -> Result<Config, ConfigError>
         max_head_size: raw.int("limit_request_head_size", size)? as usize,
         max_body_size: raw.int("max_body_size", 0..=i64::MAX)? as u64,
     };
+    let user = raw.optional("user", User::resolve)?;
+    let group = raw.optional("group", Group::resolve)?;
+    // A uid with no passwd entry has no primary group: the workers would
+    // keep root's group (0) and supplementary groups.
+    if let (Some(u), None) = (&user, &group)
+        && u.gid.is_none()
+    {
+        let v = raw.values.get("user").map_or(String::new(), |v| v.shown.clone());
+        return Err(raw.fail(
+            "user",
+            raw.origin("user"),
+            &v,
+            "this uid has no passwd entry, so no group: give --group too",
+        ));
+    }
     let timeouts = Timeouts {
         header: raw.seconds("header_timeout", false)?,
         keep_alive: raw.seconds("keep_alive", false)?,
@@ -691,8 +706,8 @@ fn build(raw: &Raw, cwd: &Path, sources: Sources) -> Result<Config, ConfigError>
             .flatten()
             .collect(),
         env: raw.each("env", env_pair)?,
-        user: raw.optional("user", User::resolve)?,
-        group: raw.optional("group", Group::resolve)?,
+        user,
+        group,
         umask: raw.optional("umask", octal_mode)?,
         forwarded_allow_ips,
         proxy_protocol: raw.flag("proxy_protocol")?,

@@ -341,6 +341,13 @@ fn command_line_errors() {
         error_cli(&["a:b", "--group", "zibai-no-such-group"]),
         "invalid value \"zibai-no-such-group\" for --group: no such group"
     );
+    // A uid without a passwd entry has no group to switch to: the workers
+    // would have kept root's.
+    assert_eq!(
+        error_cli(&["a:b", "--user", "3999999999"]),
+        "invalid value \"3999999999\" for --user: this uid has no passwd entry, so no group: give --group too"
+    );
+    assert!(resolve_with(&["a:b", "--user", "3999999999", "--group", "0"], &[]).is_ok());
     assert_eq!(
         error_cli(&["a:b", "--chdir", "/zibai/no/such/dir"])
             .split(" (")
