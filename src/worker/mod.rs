@@ -51,6 +51,11 @@ impl WorkerError {
 /// How often the timer thread expires deadlines.
 const TIMER_STEP: Duration = Duration::from_millis(100);
 
+/// How long a stop may take past its own deadline (none for a quick one,
+/// `--graceful-exit-timeout` for a graceful one) before the process exits
+/// regardless.
+const STOP_BACKSTOP: Duration = Duration::from_secs(3);
+
 /// On a graceful stop, how long a connection with nothing to answer (just
 /// accepted, or idle between keep-alive requests) has to send a request.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -281,6 +286,25 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
     if let Some(a) = &announcer {
         lock(a).stopping();
     }
+    // The hooks and the last flush need the interpreter: a thread holding
+    // the GIL in a C call that never returns would hold the stop forever,
+    // and a single process has no master to kill it. Past the stop's own
+    // deadline, give up.
+    let backstop = STOP_BACKSTOP
+        + if graceful {
+            shared.config.graceful_exit_timeout
+        } else {
+            Duration::ZERO
+        };
+    std::thread::Builder::new()
+        .name("zibai-backstop".into())
+        .spawn(move || {
+            std::thread::sleep(backstop);
+            log::error!("The stop did not finish within {backstop:?} (a thread holding the interpreter?); exiting now");
+            // SAFETY: ends the process at once; nothing of ours must run after.
+            unsafe { libc::_exit(1) }
+        })
+        .map_err(|e| WorkerError::setup("backstop thread", e))?;
     if graceful {
         log::info!("Received SIGTERM, finishing in-flight requests");
         shared.stop_accepting();

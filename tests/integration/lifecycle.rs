@@ -197,6 +197,22 @@ fn a_before_serve_hook_that_raises_stops_the_start() {
     }
 }
 
+/// A single process whose app thread holds the GIL in a C call that never
+/// returns could not stop: its hooks wait for the interpreter, and there
+/// is no master to kill it. It now exits on its own, 3 s past the stop's
+/// deadline.
+#[test]
+fn a_single_process_stuck_holding_the_gil_still_stops() {
+    let mut s = Server::start("gil:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /hold?s=60 HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.expect_log("holding", Duration::from_secs(5));
+    s.signal(libc::SIGINT);
+    let st = s.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(1), "{}", describe_status(&st));
+    s.expect_log("The stop did not finish within 3s", Duration::from_secs(2));
+}
+
 #[test]
 fn graceful_exit_timeout_bounds_a_stuck_request() {
     let mut s = Server::start("slow:app", &["--graceful-exit-timeout", "1"]);
