@@ -176,7 +176,17 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
             // Python code runs on these threads: give them the stack size
             // of a main thread, not Rust's 2 MiB default.
             .stack_size(8 << 20)
-            .spawn(move || server::thread_main(&s, i))
+            .spawn(move || {
+                // A bug that panics here must not leave a worker that
+                // accepts and never answers (nothing would replace it):
+                // the process ends, and its master starts another.
+                let run = std::panic::AssertUnwindSafe(|| server::thread_main(&s, i));
+                if std::panic::catch_unwind(run).is_err() {
+                    log::error!("app thread {i} panicked (a bug in zibai); exiting so that the worker is replaced");
+                    // SAFETY: ends the process at once, from a state we cannot trust.
+                    unsafe { libc::_exit(70) }
+                }
+            })
             .map_err(|e| WorkerError::setup("threads", e))?;
     }
     let (control, announcer) = match role {

@@ -58,6 +58,9 @@ pub struct Response {
     pub must_close: bool,
     /// A write failed: the client is gone, stop producing.
     pub broken: bool,
+    /// The app's body is whole, its last chunk held for the last write:
+    /// the head is as good as sent (start_response with exc_info re-raises).
+    pub held: bool,
     /// The streamed part of the body, while the flusher may be writing it.
     stream: Option<StreamEnd>,
 }
@@ -198,6 +201,7 @@ impl Response {
             body_sent: 0,
             must_close,
             broken: false,
+            held: false,
             stream: None,
         }
     }
@@ -405,7 +409,12 @@ impl Response {
             // would have had.
             if let Some(n) = self.content_length.filter(|_| self.code != 204) {
                 w.content_length(n);
-            } else if let (Some(n), true) = (known_total, self.setup.head_request) {
+            } else if let (Some(n), true) = (known_total, self.setup.head_request)
+                && self.code != 204
+                && self.code != 304
+            {
+                // What a GET would have had; a 304's body is empty, so its
+                // length says nothing of the 200's.
                 w.content_length(n);
             }
             Framing::NoBody
@@ -684,7 +693,7 @@ impl StartResponse {
             }
             let exc = exc_info.filter(|e| !e.is_none());
             match exc {
-                Some(exc) if me.resp.head_sent => {
+                Some(exc) if me.resp.head_sent || me.resp.held => {
                     // PEP 3333: too late to change the response; re-raise.
                     let value = exc.get_item(1)?;
                     return Err(PyErr::from_value(value));

@@ -357,11 +357,8 @@ struct Conn {
     /// How many bytes `buf` must hold for the request to be complete, when
     /// known (a head with a small body): the next read asks for all of it.
     want: usize,
-    /// An incomplete head: `buf`'s length when it was last parsed (0:
-    /// not yet), and where its last, unfinished line starts. Parsing again
-    /// is only worth it once a line ends or the limits are passed.
-    parsed_len: usize,
-    line_start: usize,
+    /// How far an incomplete head was looked at (see [`worth_parsing`]).
+    head_scan: HeadScan,
     /// A response tail waiting for the socket to drain.
     out: Vec<u8>,
     out_pos: usize,
@@ -1123,8 +1120,7 @@ fn accept(shared: &Shared, idx: usize, stash: Option<&Stash>) -> Option<Box<Conn
             buf: Vec::new(),
             incomplete: false,
             want: 0,
-            parsed_len: 0,
-            line_start: 0,
+            head_scan: HeadScan::default(),
             out: Vec::new(),
             out_pos: 0,
             close_after_out: false,
@@ -1276,18 +1272,57 @@ enum Need {
     Body(usize),
 }
 
-/// Whether parsing `buf` again can tell more than the last parse, which
-/// found the head incomplete at `parsed_len` bytes (0: none yet) with its
-/// unfinished line starting at `line_start`: only once a line has ended
-/// (the head may be complete, or a line bad) or a limit is passed. A line
-/// too long for the smaller of the two line limits (but not the larger)
-/// is refused when it ends, with the same status.
-fn worth_parsing(buf: &[u8], parsed_len: usize, line_start: usize, limits: &crate::proto::request::Limits) -> bool {
-    let Some(fresh) = buf.get(parsed_len..).filter(|_| parsed_len > 0) else {
+/// What the last parse of an incomplete head saw.
+#[derive(Default)]
+struct HeadScan {
+    /// The buffer's length then (0: not parsed yet).
+    parsed_len: usize,
+    /// Where its last, unfinished line starts.
+    line_start: usize,
+    /// A complete request line was among its lines (past leading CRLFs).
+    past_request_line: bool,
+}
+
+impl HeadScan {
+    /// After a parse found `buf` an incomplete head.
+    fn note(&mut self, buf: &[u8]) {
+        let fresh = buf.get(self.parsed_len..).unwrap_or_default();
+        if let Some(i) = fresh.iter().rposition(|&c| c == b'\n') {
+            let end = self.parsed_len + i + 1;
+            self.past_request_line |= buf[self.line_start.min(end)..end]
+                .iter()
+                .any(|&c| c != b'\r' && c != b'\n');
+            self.line_start = end;
+        }
+        self.parsed_len = buf.len();
+    }
+}
+
+/// Whether parsing `buf` (an incomplete head last time) again can answer
+/// more than that parse did: when a line has ended, a byte arrived that
+/// the parser may refuse at once (a control character; on the request
+/// line a space, which ends its method and target), the byte before the
+/// new ones was a CR (CRLF, or a bare CR), or the unfinished line or the
+/// head has passed its limit. Otherwise it is only more of the same line,
+/// and parsing from the start for every read was quadratic. A tab or a
+/// space in a header value is no reason (they are its bytes).
+fn worth_parsing(buf: &[u8], scan: &HeadScan, limits: &crate::proto::request::Limits) -> bool {
+    let p = scan.parsed_len;
+    let Some(fresh) = buf.get(p..).filter(|_| p > 0) else {
         return true;
     };
-    fresh.contains(&b'\n')
-        || buf.len().saturating_sub(line_start) > limits.max_request_line.max(limits.max_field_size)
+    let past = scan.past_request_line;
+    // The parser counts a header line's CRLF, not the request line's.
+    let line_limit = if past {
+        limits.max_field_size.saturating_sub(2)
+    } else {
+        limits.max_request_line
+    };
+    buf[p - 1] == b'\r'
+        || fresh
+            .iter()
+            .any(|&b| (b < 0x20 && !(past && b == b'\t')) || b == 0x7f || (!past && b == b' '))
+        || buf.len().saturating_sub(scan.line_start) > line_limit
         || buf.len() > limits.max_head_size
 }
 
@@ -1408,7 +1443,6 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 }
             }
         }
-        let buffered = conn.buf.len();
         if conn.proxy_pending {
             match crate::proto::proxy::parse(&conn.buf) {
                 Ok(None) => {
@@ -1433,16 +1467,20 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 }
             }
         }
+        // After the PROXY header is taken out.
+        let buffered = conn.buf.len();
         // Parse again only when that can change the answer: a head sent a
         // byte at a time was parsed from its start for every byte (a 56 KB
         // head cost 3.9 s of CPU), a small body awaited the same way.
         if conn.want > 0 {
             if buffered < conn.want {
+                // The body's patience runs from its last progress.
+                shared.registry.set_deadline(&conn.sock, timeouts.read);
                 conn.incomplete = true;
                 continue;
             }
-        } else if !worth_parsing(&conn.buf, conn.parsed_len, conn.line_start, limits) {
-            conn.parsed_len = buffered;
+        } else if !worth_parsing(&conn.buf, &conn.head_scan, limits) {
+            conn.head_scan.parsed_len = buffered;
             conn.incomplete = true;
             continue;
         }
@@ -1481,15 +1519,11 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
         match verdict {
             Ok(Need::Nothing) => {
                 conn.want = 0;
-                conn.parsed_len = 0;
-                conn.line_start = 0;
+                conn.head_scan = HeadScan::default();
                 return Some(conn);
             }
             Ok(Need::Head) => {
-                if let Some(i) = conn.buf[conn.parsed_len..].iter().rposition(|&c| c == b'\n') {
-                    conn.line_start = conn.parsed_len + i + 1;
-                }
-                conn.parsed_len = buffered;
+                conn.head_scan.note(&conn.buf);
                 conn.incomplete = true;
             }
             Ok(Need::Body(total)) => {
@@ -1812,47 +1846,82 @@ fn refuse(conn: &Conn, status: u16, reason: &str, why: &dyn std::fmt::Display) {
 
 #[cfg(test)]
 mod tests {
-    use super::worth_parsing;
+    use super::{HeadScan, worth_parsing};
     use crate::proto::request::Limits;
 
-    /// A head trickled a byte at a time is parsed once per line, not once
-    /// per byte: quadratic before (3.9 s of CPU for a 56 KB head).
-    #[test]
-    fn an_incomplete_head_is_parsed_again_only_when_a_line_ends() {
-        let limits = Limits::default();
-        let head = b"GET / HTTP/1.1\r\nX-A: aaaaaaaaaaaaaaaa\r\nX-B: bbbbbbbb\r\n\r\n";
-        let (mut parsed_len, mut line_start, mut parses) = (0, 0, 0);
-        for end in 1..=head.len() {
+    /// Feeds `head` one read per `step` bytes; returns how many times it
+    /// was parsed, and the length at each parse.
+    fn trickle(head: &[u8], step: usize, limits: &Limits) -> Vec<usize> {
+        let mut scan = HeadScan::default();
+        let mut parsed = Vec::new();
+        let mut end = 0;
+        while end < head.len() {
+            end = (end + step).min(head.len());
             let buf = &head[..end];
-            if worth_parsing(buf, parsed_len, line_start, &limits) {
-                parses += 1;
-                if let Some(i) = buf[parsed_len..].iter().rposition(|&c| c == b'\n') {
-                    line_start = parsed_len + i + 1;
-                }
+            if worth_parsing(buf, &scan, limits) {
+                parsed.push(end);
+                scan.note(buf);
+            } else {
+                scan.parsed_len = end;
             }
-            parsed_len = end;
         }
-        // The first byte, then one per line end (4 lines).
-        assert_eq!(parses, 5);
+        parsed
+    }
+
+    /// A head trickled a byte at a time is parsed a few times per line,
+    /// not once per byte: quadratic before (2.8 s of CPU for a 56 KB head).
+    #[test]
+    fn an_incomplete_head_is_parsed_again_only_when_it_can_answer_more() {
+        let limits = Limits::default();
+        let value = "v".repeat(5000);
+        let head = format!("GET /a HTTP/1.1\r\nX-A: {value}\r\nX-B: b\tc d\r\n\r\n");
+        let parsed = trickle(head.as_bytes(), 1, &limits);
+        // The first byte; the request line's two spaces, CR and LF; then
+        // per header line its CR and LF (the spaces and tab of a value are
+        // no reason), and the last CRLF.
+        assert_eq!(parsed.len(), 1 + 4 + 2 + 2 + 2, "{parsed:?}");
+    }
+
+    /// What the parser refuses before a line ends is still refused at once:
+    /// a byte it cannot accept, or a line past its own limit.
+    #[test]
+    fn what_the_parser_refuses_early_is_parsed_at_once() {
+        let limits = Limits::default();
+        // A control byte in the method, in a header value, a bare CR.
+        for (head, at) in [
+            (&b"GE\x01T / HTTP/1.1\r\n"[..], 3),
+            (b"GET / HTTP/1.1\r\nX: ab\x00cd", 22),
+            (b"GET / HTTP/1.1\r\nX: ab\rcd", 23),
+        ] {
+            let parsed = trickle(head, 1, &limits);
+            assert!(parsed.contains(&at), "{:?}: {parsed:?}", String::from_utf8_lossy(head));
+        }
+        // A header line one byte past max_field_size (its CRLF counted):
+        // parsed as soon as it is, not at the header timeout.
+        let mut head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: ".to_vec();
+        let start = head.len() - 8;
+        head.extend(std::iter::repeat_n(b'b', 8181));
+        let parsed = trickle(&head, 1, &limits);
+        assert_eq!(parsed.last(), Some(&(start + 8189)), "{parsed:?}");
+        // With a shorter request-line limit (gunicorn's 4094, or 100), a
+        // long request line is parsed once past it.
+        let short = Limits {
+            max_request_line: 100,
+            ..Limits::default()
+        };
+        let line = format!("GET /{} HTTP/1.1", "a".repeat(150));
+        let parsed = trickle(line.as_bytes(), 5, &short);
+        assert!(parsed.iter().any(|&n| n > 100 && n <= 105), "{parsed:?}");
     }
 
     #[test]
-    fn past_a_limit_the_head_is_parsed_at_once() {
+    fn past_the_head_limit_it_is_parsed_at_once() {
         let limits = Limits {
-            max_request_line: 10,
-            max_field_size: 20,
             max_head_size: 30,
             ..Limits::default()
         };
-        // A line still unfinished past the longer line limit.
-        let long = [b'a'; 21];
-        assert!(!worth_parsing(&long[..20], 19, 0, &limits));
-        assert!(worth_parsing(&long, 20, 0, &limits));
-        // A head past its limit, every line short.
-        let many = b"GET / HTTP/1.1\r\nA: b\r\nC: d\r\nE: f\r\nGh";
-        assert!(many.len() > 30);
-        assert!(worth_parsing(many, many.len() - 1, many.len() - 2, &limits));
-        // Nothing parsed yet: always.
-        assert!(worth_parsing(b"G", 0, 0, &limits));
+        let head = b"GET / HTTP/1.1\r\nA: b\r\nC: d\r\nE: fgh";
+        let parsed = trickle(head, 1, &limits);
+        assert!(parsed.contains(&31), "{parsed:?}");
     }
 }

@@ -723,6 +723,7 @@ impl Statics {
             }
             if me.resp.completes_length(chunk.len()) {
                 held = Some(chunk);
+                me.resp.held = true;
             } else if me.resp.send(py, vec![chunk]).is_err() {
                 return Err(Failure::Client);
             }

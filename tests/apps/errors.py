@@ -84,6 +84,19 @@ def app(environ, start_response):
         # As Django's CommonMiddleware does.
         start_response("204 No Content", [("Content-Length", "0")])
         return []
+    if path == "/exc-info-after-whole-body":
+        start_response("200 OK", text + [("Content-Length", "5")])
+
+        def gen():
+            # The body is whole: the server holds it for its last write.
+            yield b"hello"
+            try:
+                raise ValueError("too-late-for-exc-info")
+            except ValueError:
+                start_response("500 Oops", text + [("Content-Length", "3")], sys.exc_info())
+            yield b"err"
+
+        return gen()
     if path == "/raise-after-last":
         start_response("200 OK", text + [("Content-Length", "6")])
 

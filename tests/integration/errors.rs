@@ -136,6 +136,21 @@ fn the_apps_date_and_server_replace_the_servers() {
     assert!(r.header("date").is_some_and(|d| d.ends_with(" GMT")), "{r:?}");
 }
 
+/// A body the app made whole is as good as sent: start_response with
+/// exc_info then re-raises (PEP 3333), and the whole body goes out. It
+/// used to replace the head under the held chunk: `500 Oops` with
+/// Content-Length 3 and `hel`.
+#[test]
+fn exc_info_after_a_whole_body_reraises() {
+    let s = Server::start("errors:app", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /exc-info-after-whole-body HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"), "{r:?}");
+    c.expect_closed(LOG_WAIT);
+    s.expect_log("too-late-for-exc-info", LOG_WAIT);
+}
+
 /// RFC 9110 8.6: no Content-Length on a 204, whatever the app says.
 #[test]
 fn no_content_length_on_a_204() {
@@ -144,6 +159,9 @@ fn no_content_length_on_a_204() {
     let r = c.request(b"GET /204-with-length HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(r.status, 204);
     assert_eq!(r.header("content-length"), None, "{r:?}");
+    // Nor to HEAD (the server's own count of the empty body went out).
+    let r = c.request(b"HEAD /204-with-length HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, r.header("content-length")), (204, None), "{r:?}");
     // The connection carries on.
     assert_eq!(c.get("/ok").text(), "ok");
 }

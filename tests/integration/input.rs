@@ -259,6 +259,27 @@ fn read_timeout_cuts_off_a_stalled_small_body() {
     stalled_body_is_cut_off(10);
 }
 
+/// The read timeout counts from the body's last progress: a small body
+/// (read before the app is called) arriving a byte every 0.4 s with a 1 s
+/// timeout is served. Regression: its deadline was set once, and it was
+/// cut off 1 s after the head. (The pace is the client's behaviour under
+/// test, not a wait for the server.)
+#[test]
+fn read_timeout_counts_from_the_last_progress_of_a_small_body() {
+    let s = Server::start("echo_app:app", &["--read-timeout", "1"]);
+    let mut c = s.connect();
+    c.set_read_timeout(Duration::from_secs(10));
+    c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nConnection: close\r\n\r\n");
+    for &b in b"abcdef" {
+        std::thread::sleep(Duration::from_millis(400));
+        if let Err(e) = c.try_send(&[b]) {
+            panic!("cut off while the body was still arriving: {e}");
+        }
+    }
+    let r = c.response();
+    assert_eq!((r.status, r.kv().at("_body")), (200, "abcdef"), "{r:?}");
+}
+
 /// The server hands the same wsgi.input and start_response objects to the
 /// next request when nothing else holds them; ones the app kept are never
 /// handed out again.
