@@ -243,6 +243,21 @@ static CAPTURE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// file, again after each reopen (logrotate), as gunicorn's option does.
 /// Nothing to do when the error log is stderr.
 pub fn capture_output() {
+    if !matches!(ERROR_LOG.get().map(|s| &s.dest), Some(Destination::File(_))) {
+        return;
+    }
+    // A log that goes to stderr (the access log by default) keeps the
+    // real stderr: it is not the app's output, and must not follow it into
+    // the error log file.
+    if let Some(sink) = ACCESS_LOG.get()
+        && matches!(sink.dest, Destination::Stderr)
+    {
+        use std::os::fd::AsFd;
+        match std::io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => *sink.fd.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(fd)),
+            Err(e) => log::error!("--capture-output: cannot keep stderr for the access log: {e}"),
+        }
+    }
     CAPTURE.store(true, std::sync::atomic::Ordering::Relaxed);
     redirect_std();
 }

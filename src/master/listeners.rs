@@ -29,6 +29,8 @@ pub enum ListenError {
     SocketInUse { addr: String, path: String },
     #[error("cannot use {addr}: {reason}")]
     BadFd { addr: String, reason: String },
+    #[error("cannot give the socket {path} to the workers' user and group (--user/--group): {cause}")]
+    Owner { path: String, cause: nix::Error },
 }
 
 /// Where a listener is, as the WSGI environ reports it.
@@ -188,10 +190,22 @@ pub fn bind(addr: &ListenAddr, opts: BindOptions) -> Result<Listener, ListenErro
                 cause: e,
             })?;
             if owner != (None, None) {
-                std::os::unix::fs::chown(path, owner.0, owner.1).map_err(|e| ListenError::Bind {
-                    addr: addr.to_string(),
-                    cause: e,
-                })?;
+                // Not through a symlink: someone who can write to the
+                // directory could swap one in since the bind.
+                let chowned = nix::unistd::fchownat(
+                    nix::fcntl::AT_FDCWD,
+                    path.as_path(),
+                    owner.0.map(nix::unistd::Uid::from_raw),
+                    owner.1.map(nix::unistd::Gid::from_raw),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                );
+                if let Err(cause) = chowned {
+                    let _ = std::fs::remove_file(path);
+                    return Err(ListenError::Owner {
+                        path: path.display().to_string(),
+                        cause,
+                    });
+                }
             }
             socket::listen(&fd, backlog).map_err(err(addr))?;
             Ok(Listener {

@@ -67,11 +67,24 @@ struct Worker {
     aborted: Option<Instant>,
     /// It was aborted for not loading the app within --boot-timeout.
     boot_timed_out: bool,
+    /// Stopped before it said it booted (see `stop_booting`).
+    stopped_booting: bool,
     killed: bool,
     requests: u64,
 }
 
 impl Worker {
+    /// Stops a worker that has not said it booted: it reads its control
+    /// socket only once it has. SIGTERM ends it while it imports the app
+    /// (no handler yet); once its handlers are in (its before_serve hook,
+    /// or Booted not yet read here) it leaves before accepting, or, if it
+    /// already serves, stops gracefully. SIGINT there would cut off what
+    /// it had just accepted.
+    fn stop_booting(&mut self) {
+        self.signal(Signal::SIGTERM);
+        self.stopped_booting = true;
+    }
+
     fn view(&self) -> WorkerView {
         WorkerView {
             id: self.id,
@@ -110,6 +123,8 @@ pub struct Master {
     pidfile: Option<pidfile::Pidfile>,
     /// Every worker of the current generation has booted (READY was said).
     settled: bool,
+    /// It has been settled once: the start is over.
+    served: bool,
     listeners: Vec<Listener>,
     worker_binary: spawn::WorkerBinary,
     workers: Vec<Worker>,
@@ -164,6 +179,7 @@ impl Master {
             announcer,
             pidfile,
             settled: false,
+            served: false,
             desired: config.subprocess.max(1),
             config,
             listeners,
@@ -242,6 +258,7 @@ impl Master {
             self.announcer.ready(&format!("{} workers", self.workers.len()));
         }
         self.settled = settled;
+        self.served |= settled;
     }
 
     /// After a USR2 upgrade, the new master takes the pidfile name and
@@ -293,8 +310,8 @@ impl Master {
                     if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
                         log::info!("Stopping worker {} gracefully", w.pid);
                         if w.state == State::Booting {
-                            // Obsolete before it served (see `stop`).
-                            w.signal(Signal::SIGINT);
+                            // Obsolete before it served.
+                            w.stop_booting();
                         }
                         w.state = State::Stopping;
                         w.stop_sent = Some(Instant::now());
@@ -336,6 +353,7 @@ impl Master {
             stop_sent: None,
             aborted: None,
             boot_timed_out: false,
+            stopped_booting: false,
             killed: false,
             requests: 0,
         });
@@ -444,8 +462,8 @@ impl Master {
     fn on_signal(&mut self, sig: i32) {
         match sig {
             SIGCHLD => {} // reaped at the top of the loop
-            SIGTERM => self.stop(true),
-            SIGINT | SIGQUIT => self.stop(false),
+            SIGTERM => self.stop(true, "Received SIGTERM"),
+            SIGINT | SIGQUIT => self.stop(false, "Received SIGINT"),
             SIGHUP if self.stopping.is_none() => {
                 match crate::config::reload(&self.config) {
                     Ok(r) => {
@@ -509,18 +527,19 @@ impl Master {
         }
     }
 
-    fn stop(&mut self, graceful: bool) {
+    /// Stops every worker; `why` starts the log line.
+    fn stop(&mut self, graceful: bool, why: &str) {
         let now = Instant::now();
         match (self.stopping, graceful) {
             (None, true) => {
-                log::info!("Received SIGTERM: stopping gracefully");
+                log::info!("{why}: stopping gracefully");
                 // Workers enforce the graceful timeout themselves; this is
                 // the backstop for one that does not.
                 let kill_at = now + self.config.graceful_exit_timeout + KILL_GRACE;
                 self.stopping = Some(Stopping::Graceful { kill_at });
             }
             (None | Some(Stopping::Graceful { .. }), false) => {
-                log::info!("Received SIGINT: stopping now");
+                log::info!("{why}: stopping now");
                 self.stopping = Some(Stopping::Quick {
                     kill_at: now + QUICK_GRACE,
                 });
@@ -534,11 +553,12 @@ impl Master {
             None => self.announcer.stopping(),
         }
         for w in &mut self.workers {
-            // A worker still importing the app reads its control socket
-            // only once booted, and has nothing in flight: a quick stop,
-            // whatever the stop.
-            if !graceful || w.state == State::Booting {
+            if !graceful {
+                // Also for a worker still importing the app, which reads
+                // its control socket only once booted.
                 w.signal(Signal::SIGINT);
+            } else if w.state == State::Booting {
+                w.stop_booting();
             }
             w.state = State::Stopping;
             w.tell(&ToWorker::Stop { graceful });
@@ -576,12 +596,15 @@ impl Master {
             // A worker aborted for a timeout was told nothing: its end is a
             // failure like a crash.
             let expected = w.state == State::Stopping && w.aborted.is_none();
+            let stopped_booting = w.stopped_booting && ending == Ending::Signaled(Signal::SIGTERM);
             let what = if w.killed && ending == Ending::Signaled(Signal::SIGKILL) {
                 "was killed by zibai (SIGKILL)".to_string()
+            } else if stopped_booting {
+                "was stopped while loading the app".to_string()
             } else {
                 ending.describe()
             };
-            if expected && !matches!(ending, Ending::Signaled(_)) {
+            if expected && (stopped_booting || !matches!(ending, Ending::Signaled(_))) {
                 log::info!("Worker {} {what}", w.pid);
             } else {
                 log::warn!("Worker {} {what}", w.pid);
@@ -594,13 +617,14 @@ impl Master {
             if let Some(code) = boot_failure
                 && self.stopping.is_none()
             {
-                if !self.workers.iter().any(|w| w.state == State::Running) {
+                if !self.served || !self.workers.iter().any(|w| w.state == State::Running) {
                     // gunicorn's rule: a worker that cannot load the app
-                    // will not do better next time, and none serves: stop
-                    // instead of looping.
+                    // will not do better next time. At the start (before
+                    // every first worker served), or with none serving:
+                    // stop instead of looping.
                     log::error!("A worker failed to boot; shutting down (exit code {code})");
                     self.halt = Some(code);
-                    self.stop(true);
+                    self.stop(true, "A worker failed to boot");
                     continue;
                 }
                 // Others serve (a reload of a broken deploy, a recycled
@@ -622,7 +646,9 @@ impl Master {
                 if !delay.is_zero() {
                     log::warn!("{} early worker deaths in a row; next start in {delay:?}", self.crashes);
                 }
-            } else if !expected {
+            } else if !expected && self.last_crash.is_none_or(|at| w.started > at) {
+                // It served EARLY_DEATH and was started since the last
+                // early death: that run is over (as in `check_deadlines`).
                 self.crashes = 0;
             }
         }
@@ -662,9 +688,10 @@ impl Master {
         if let Some(Stopping::Graceful { kill_at } | Stopping::Quick { kill_at }) = self.stopping
             && now >= kill_at
         {
-            for w in &self.workers {
+            for w in &mut self.workers {
                 log::warn!("Worker {} did not stop in time; killing it", w.pid);
                 w.signal(Signal::SIGKILL);
+                w.killed = true;
             }
             // Once per backstop.
             self.stopping = Some(Stopping::Quick {

@@ -166,6 +166,12 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
     // it serves (exit 3: the master stops at the start, or retries while
     // other workers serve); what it was to set up is not there.
     python::try_hook(&before_serve, "before_serve").map_err(WorkerError::Setup)?;
+    // Told to stop while it booted (the master stops a booting worker it
+    // replaces, or the server): leave before accepting anything.
+    if signals.pending().any(|s| matches!(s, SIGTERM | SIGINT | SIGQUIT)) {
+        log::info!("Asked to stop while loading the app; exiting before serving");
+        return Ok(0);
+    }
     shared
         .register_listeners()
         .map_err(|e| WorkerError::setup("epoll", e))?;
@@ -327,10 +333,15 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
             .wait_empty(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())))
         {
             if Instant::now() >= deadline {
-                log::warn!(
-                    "{} connections still open after the graceful timeout; closing them",
-                    shared.registry.len()
-                );
+                // Idle ones still in their grace are no news (a graceful
+                // timeout under a second).
+                match shared.registry.busy() {
+                    0 => log::debug!(
+                        "closing {} idle connections at the graceful timeout",
+                        shared.registry.len()
+                    ),
+                    n => log::warn!("{n} connections still busy after the graceful timeout; closing them"),
+                }
                 break;
             }
             if signals.pending().any(|s| s == SIGINT || s == SIGQUIT) {

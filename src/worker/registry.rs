@@ -235,6 +235,16 @@ impl Registry {
         }
     }
 
+    /// Connections a request is arriving on or being served on.
+    pub fn busy(&self) -> usize {
+        let s = self.lock();
+        s.items
+            .iter()
+            .flatten()
+            .filter(|sock| matches!(sock.state(), ConnState::Busy | ConnState::Reading))
+            .count()
+    }
+
     /// Quick stop or graceful timeout: closes everything.
     pub fn close_all(&self) {
         let s = self.lock();

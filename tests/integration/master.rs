@@ -520,6 +520,60 @@ fn a_reload_that_cannot_load_the_app_keeps_the_old_workers_serving() {
     assert!(now.contains(&pid_in(&s.get("/").text())));
 }
 
+/// At the start a worker that cannot boot stops the server even when
+/// another has booted meanwhile (here the second worker's before_serve
+/// cannot take the lock the first holds). It used to be retried forever,
+/// with READY sent and N-1 workers.
+#[test]
+fn a_boot_failure_at_the_start_stops_the_server_even_when_another_worker_booted() {
+    let done = Server::builder("hooked:app")
+        .args(["-p", "2", "--before-serve", "hooked:lock_hook"])
+        .run_to_exit(Duration::from_secs(10));
+    assert_eq!(
+        done.status.code(),
+        Some(3),
+        "{}:\n{}",
+        describe_status(&done.status),
+        done.stderr
+    );
+    assert!(done.stderr.contains("BlockingIOError"), "{}", done.stderr);
+}
+
+/// A worker that is told to stop while its before_serve hook runs (a HUP
+/// during a HUP makes it obsolete) leaves before it accepts anything. It
+/// used to get SIGINT, start serving when the hook returned, and then cut
+/// off at once what it had accepted.
+#[test]
+fn a_worker_stopped_in_its_before_serve_hook_never_serves() {
+    let s = Server::start("hooked:app", &["-p", "1", "--before-serve", "hooked:slow_hook"]);
+    let old = s.wait_workers(1, BOOT);
+    std::fs::write(s.tmp().join("slow-hook"), "").unwrap();
+    let load = Load::start(s.addr(), "/", &[LoadMode::Fresh, LoadMode::Fresh, LoadMode::KeepAlive]);
+    assert!(load.wait_ok(20, Duration::from_secs(5)), "the load did not get going");
+    s.signal(libc::SIGHUP);
+    // The new worker is in its 3 s hook: make it obsolete.
+    assert!(wait_until(BOOT, || s.log_count("hook-start") >= 2), "{}", s.stderr());
+    s.signal(libc::SIGHUP);
+    s.expect_log("Asked to stop while loading the app; exiting before serving", BOOT);
+    std::fs::remove_file(s.tmp().join("slow-hook")).unwrap();
+    let mut now = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            now = s.workers();
+            old.iter().all(|&p| proc_gone(p)) && now.len() == 1 && s.booted(now[0])
+        }),
+        "the reload did not complete: {now:?}\n{}",
+        s.stderr()
+    );
+    let target = load.ok() + 20;
+    assert!(
+        load.wait_ok(target, Duration::from_secs(5)),
+        "no answers after the reload"
+    );
+    let report = load.stop();
+    assert_no_failures(&report);
+}
+
 #[test]
 fn master_sigkill_takes_workers_down() {
     let mut s = start(&["-p", "2"]);

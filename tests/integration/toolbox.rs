@@ -414,6 +414,10 @@ fn capture_output_sends_the_apps_output_to_the_error_log() {
             t.contains("printed one") && t.contains("stderr one")
         });
         assert!(!s.stderr().contains("printed one"), "-p {processes}: {}", s.stderr());
+        // The access log (on stderr by default) is not the app's output:
+        // it stays on the real stderr.
+        s.expect_log("\"GET /?t=one HTTP/1.1\" 200", WAIT);
+        assert!(!read(&file).contains("GET /?t=one"), "-p {processes}: {}", read(&file));
         let moved = dir.path().join("error.log.1");
         std::fs::rename(&file, &moved).unwrap();
         s.signal(libc::SIGUSR1);
