@@ -275,8 +275,10 @@ impl Response {
         self.setup.head_request
     }
 
+    /// No body goes out: HEAD, 1xx, 204, 304, and 205 (RFC 9110 15.3.6:
+    /// no content in a 205, whatever the app gives).
     pub fn no_body(&self) -> bool {
-        self.setup.head_request || self.code < 200 || self.code == 204 || self.code == 304
+        self.setup.head_request || self.code < 200 || matches!(self.code, 204 | 205 | 304)
     }
 
     /// Validates and records what the app passed to `start_response`.
@@ -406,8 +408,11 @@ impl Response {
         self.framing = if self.no_body() {
             // Never on a 204 (RFC 9110 8.6; Django's CommonMiddleware sets
             // one on every response). A 304's or a HEAD's says what a GET
-            // would have had.
-            if let Some(n) = self.content_length.filter(|_| self.code != 204) {
+            // would have had. A 205 is not bodiless by the framing rules:
+            // its length, 0, must be said (RFC 9110 15.3.6).
+            if self.code == 205 {
+                w.content_length(0);
+            } else if let Some(n) = self.content_length.filter(|_| self.code != 204) {
                 w.content_length(n);
             } else if let (Some(n), true) = (known_total, self.setup.head_request)
                 && self.code != 204

@@ -97,6 +97,9 @@ def app(environ, start_response):
             yield b"err"
 
         return gen()
+    if path == "/205-with-body":
+        start_response("205 Reset Content", text + [("Content-Length", "4")])
+        return [b"body"]
     if path == "/raise-after-last":
         start_response("200 OK", text + [("Content-Length", "6")])
 

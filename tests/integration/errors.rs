@@ -151,6 +151,22 @@ fn exc_info_after_a_whole_body_reraises() {
     s.expect_log("too-late-for-exc-info", LOG_WAIT);
 }
 
+/// RFC 9110 15.3.6: a 205 has no content, and says its length is 0 (the
+/// framing rules do not make it bodiless). The app's body went out.
+#[test]
+fn a_205_has_no_body_and_says_so() {
+    let s = Server::start("errors:app", &[]);
+    let mut c = s.connect();
+    let r = c.request(b"GET /205-with-body HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        (r.status, r.header("content-length"), r.text().as_str()),
+        (205, Some("0"), ""),
+        "{r:?}"
+    );
+    // Nothing of the app's body is taken for the next response.
+    assert_eq!(c.get("/ok").text(), "ok");
+}
+
 /// RFC 9110 8.6: no Content-Length on a 204, whatever the app says.
 #[test]
 fn no_content_length_on_a_204() {
