@@ -91,7 +91,12 @@ fn run() -> anyhow::Result<ExitCode> {
     let listeners = match (&upgrade, systemd_listeners()?) {
         (Some((fds, _)), _) => fds
             .iter()
-            .map(|&fd| listeners::adopt(fd))
+            .map(|&(fd, owned)| {
+                listeners::adopt(fd).map(|mut l| {
+                    l.file_after_takeover = owned;
+                    l
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .context("a socket handed over by the old master")?,
         (None, Some(l)) => l,

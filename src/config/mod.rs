@@ -396,6 +396,7 @@ pub fn reload(previous: &Config) -> Result<Reloaded, ConfigError> {
         "group" => group,
         "umask" => umask,
         "error-log" => error_log,
+        "watchfiles" => watchfiles,
     );
     Ok(Reloaded { config, ignored })
 }

@@ -49,9 +49,18 @@ pub struct Listener {
     /// Bound by this process (not inherited): only then may it shut the
     /// socket down, since no other process can be using it.
     pub bound_here: bool,
+    /// Handed over by a master we replace (USR2) that made its socket file:
+    /// the file becomes ours to remove once that master is gone.
+    pub file_after_takeover: bool,
 }
 
 impl Listener {
+    /// Its socket file is this master's to remove (it made it, or takes it
+    /// over from the master it replaced).
+    pub fn owns_file(&self) -> bool {
+        self.unix_path.is_some() || self.file_after_takeover
+    }
+
     pub fn display(&self) -> String {
         match &self.local {
             Local::Tcp(a) => format!("http://{a}"),
@@ -161,6 +170,7 @@ pub fn bind(addr: &ListenAddr, opts: BindOptions) -> Result<Listener, ListenErro
                 local: Local::Tcp(local),
                 unix_path: None,
                 bound_here: true,
+                file_after_takeover: false,
             })
         }
         ListenAddr::Unix(path) => {
@@ -213,6 +223,7 @@ pub fn bind(addr: &ListenAddr, opts: BindOptions) -> Result<Listener, ListenErro
                 local: Local::Unix(path.display().to_string()),
                 unix_path: Some(path.clone()),
                 bound_here: true,
+                file_after_takeover: false,
             })
         }
         ListenAddr::Abstract(name) => {
@@ -225,6 +236,7 @@ pub fn bind(addr: &ListenAddr, opts: BindOptions) -> Result<Listener, ListenErro
                 local: Local::Unix(format!("@{}", String::from_utf8_lossy(name))),
                 unix_path: None,
                 bound_here: true,
+                file_after_takeover: false,
             })
         }
         ListenAddr::Fd(n) => adopt_fd(addr, *n),
@@ -294,6 +306,7 @@ fn adopt_fd(addr: &ListenAddr, raw: RawFd) -> Result<Listener, ListenError> {
         local,
         unix_path: None,
         bound_here: false,
+        file_after_takeover: false,
     })
 }
 

@@ -270,9 +270,11 @@ impl Master {
         }
         self.old_master = None;
         log::info!("The old master {old} exited; this master takes over");
-        // The socket files are ours to remove at exit now (nginx's rule).
+        // The socket files it made are ours to remove at exit now (nginx's
+        // rule); one systemd or fd://N handed it stays theirs.
         for l in &mut self.listeners {
             if let listeners::Local::Unix(path) = &l.local
+                && l.file_after_takeover
                 && !path.starts_with('@')
                 && !path.is_empty()
             {
@@ -757,7 +759,19 @@ impl Drop for Master {
             cleanup(&self.listeners);
         }
         if let Some(p) = self.pidfile.take() {
-            p.remove();
+            // A new master takes over: it gets the name now, its PIDFILE.2
+            // moved over ours, so the pidfile never goes missing (the new
+            // master renames it itself only once it notices we are gone,
+            // up to a tick later, and `kill $(cat app.pid)` in between
+            // found nothing).
+            let handed_over = self.new_master.is_some_and(|new| {
+                let theirs = upgrade::upgrade_pidfile(p.path());
+                matches!(pidfile::read_pid(&theirs), Ok(Some(pid)) if pid == new.as_raw() as u32)
+                    && std::fs::rename(&theirs, p.path()).is_ok()
+            });
+            if !handed_over {
+                p.remove();
+            }
         }
     }
 }

@@ -34,7 +34,14 @@ pub fn start_new_master(listeners: &[Listener]) -> io::Result<Pid> {
     // The binary on disk now: upgrading is the point.
     let exe = super::spawn::own_exe()?;
     let fds: Vec<RawFd> = listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
-    let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
+    // `+` marks a socket whose file this master made (and would remove):
+    // the new master takes that over once we are gone, and only that (a
+    // file systemd or fd://N handed us is theirs).
+    let list = listeners
+        .iter()
+        .map(|l| format!("{}{}", l.fd.as_raw_fd(), if l.owns_file() { "+" } else { "" }))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut cmd = super::spawn::reexec(&exe, fds);
     cmd.env(FDS_ENV, list).env(FROM_ENV, std::process::id().to_string());
     // systemd's WATCHDOG_PID names this master: the new one, which takes
@@ -52,9 +59,10 @@ pub fn start_new_master(listeners: &[Listener]) -> io::Result<Pid> {
     Ok(Pid::from_raw(child.id() as i32))
 }
 
-/// In a master started by USR2: the inherited listening fds and the old
+/// In a master started by USR2: the inherited listening fds (with whether
+/// their socket file becomes ours once the old master is gone) and the old
 /// master's pid. Removes the variables so workers do not see them.
-pub fn inherited() -> Option<(Vec<RawFd>, Pid)> {
+pub fn inherited() -> Option<(Vec<(RawFd, bool)>, Pid)> {
     let fds = std::env::var(FDS_ENV).ok()?;
     let from = std::env::var(FROM_ENV).ok()?;
     // SAFETY: called from main before any other thread exists.
@@ -62,7 +70,14 @@ pub fn inherited() -> Option<(Vec<RawFd>, Pid)> {
         std::env::remove_var(FDS_ENV);
         std::env::remove_var(FROM_ENV);
     }
-    let fds = fds.split(',').map(str::parse).collect::<Result<Vec<RawFd>, _>>().ok()?;
+    let fds = fds
+        .split(',')
+        .map(|f| match f.strip_suffix('+') {
+            Some(fd) => fd.parse().map(|fd| (fd, true)),
+            None => f.parse().map(|fd| (fd, false)),
+        })
+        .collect::<Result<Vec<(RawFd, bool)>, _>>()
+        .ok()?;
     Some((fds, Pid::from_raw(from.parse().ok()?)))
 }
 

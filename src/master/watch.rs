@@ -63,8 +63,24 @@ impl Patterns {
         {
             return false;
         }
+        // Editors' lock, swap and backup files are not the source (Python's
+        // watchfiles ignores the same): Emacs makes `.#web.py` as soon as a
+        // buffer is modified, before anything is saved.
+        if rel.file_name().and_then(|n| n.to_str()).is_some_and(editor_file) {
+            return false;
+        }
         self.set.is_match(rel) || rel.file_name().is_some_and(|n| self.set.is_match(n))
     }
+}
+
+/// Emacs locks (`.#x`), backups (`x~`), vim swap files (`.x.swp`, `.swo`,
+/// `.swx`) and JetBrains' safe-write temporaries (`x___jb_tmp___`).
+fn editor_file(name: &str) -> bool {
+    let b = name.as_bytes();
+    name.starts_with(".#")
+        || name.ends_with('~')
+        || (b.len() > 4 && b[b.len() - 4..b.len() - 1].eq_ignore_ascii_case(b".sw"))
+        || (name.contains("___jb_") && name.ends_with("___"))
 }
 
 /// Watches `root` recursively; on a matching change, logs it and raises
@@ -77,6 +93,12 @@ pub fn start(root: &Path, spec: &str) -> Result<RecommendedWatcher, WatchError> 
         // Reads are not changes: importing the app opens every module, and
         // counting that would reload forever.
         Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+        // The kernel's queue overflowed: changes were lost, any of them
+        // may be ours. Reload rather than miss one.
+        Ok(event) if event.need_rescan() => {
+            log::warn!("file watcher: events were lost (queue overflow); reloading to be safe");
+            let _ = tx.send(PathBuf::from("(lost events)"));
+        }
         Ok(event) => {
             for path in event.paths.into_iter().filter(|p| patterns.matches(p)) {
                 let _ = tx.send(path);
@@ -141,6 +163,11 @@ mod tests {
         assert!(!p.matches(Path::new("/srv/app/pkg/__pycache__/models.cpython-311.pyc")));
         assert!(!p.matches(Path::new("/srv/app/pkg/__pycache__/x.py")));
         assert!(!p.matches(Path::new("/srv/app/.git/hooks/x.py")));
+        // Editors' lock, swap, backup and safe-write files (an Emacs lock
+        // reloaded the app before anything was saved).
+        for name in [".#web.py", "web.py~", ".web.py.swp", "web.py___jb_tmp___"] {
+            assert!(!p.matches(&Path::new("/srv/app").join(name)), "{name}");
+        }
     }
 
     #[test]

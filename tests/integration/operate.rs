@@ -1119,6 +1119,13 @@ fn usr2_upgrade_hands_over_without_a_failed_request() {
     s.signal(libc::SIGTERM);
     let st = s.wait_exit(STOP);
     assert_eq!(st.code(), Some(0), "the old master: {}", describe_status(&st));
+    // At once: the old master handed the name over as it exited (the file
+    // used to be missing until the new master's next tick).
+    assert_eq!(
+        pidfile_pid(&file),
+        Some(new_master),
+        "no pidfile right after the old master exited"
+    );
     s.expect_log(
         &format!("The old master {old_master} exited; this master takes over"),
         STOP,
@@ -1247,6 +1254,69 @@ fn usr2_upgrade_new_master_removes_the_unix_socket_at_exit() {
         "the new master did not exit"
     );
     assert!(!path.exists(), "{} is left behind by the new master", path.display());
+}
+
+/// A socket file systemd (or fd://N) handed the first master is not the
+/// new master's to remove: it took over every unix socket file after a
+/// USR2, and removed the socket unit's file at its exit (clients then got
+/// ENOENT until the socket unit was restarted).
+#[test]
+fn usr2_upgrade_leaves_a_socket_file_it_was_handed() {
+    let dir = TempDir::new("upgradeact");
+    let file = dir.path().join("m.pid");
+    let path = dir.path().join("act.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let pid_arg = file.to_str().unwrap().to_string();
+    let mut old = socket_activated(
+        &[unix.as_raw_fd()],
+        &["pids:app", "-p", "1", "-l", "127.0.0.1:1", "--pid", &pid_arg],
+    );
+    drop(unix);
+    old.expect_log("Using 1 sockets passed by systemd", BOOT);
+    assert!(
+        wait_until(BOOT, || pidfile_pid(&file) == Some(old.pid())),
+        "no pidfile: {}",
+        old.stderr()
+    );
+    kill(old.pid(), libc::SIGUSR2);
+    old.expect_log("New master ", STOP);
+    let new_master: i32 = old
+        .stderr()
+        .lines()
+        .find_map(|l| l.split("New master ").nth(1)?.split(' ').next()?.parse().ok())
+        .expect("the new master's pid in the log");
+    let _strays = Strays {
+        pids: vec![new_master],
+        pidfiles: Vec::new(),
+    };
+    assert!(
+        wait_until(BOOT, || pidfile_pid(&upgrade_pidfile(&file)) == Some(new_master)
+            && workers_of(new_master)
+                .iter()
+                .any(|&w| old.stderr().contains(&format!("Worker {w} booted")))),
+        "the new master did not boot a worker: {}",
+        old.stderr()
+    );
+    kill(old.pid(), libc::SIGWINCH);
+    kill(old.pid(), libc::SIGTERM);
+    let st = old.wait_exit(STOP);
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+    old.expect_log(
+        &format!("The old master {} exited; this master takes over", old.pid()),
+        STOP,
+    );
+    let r = Client::connect(&Target::Unix(path.clone())).request(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    kill(new_master, libc::SIGTERM);
+    assert!(
+        wait_until(STOP, || proc_gone(new_master)),
+        "the new master did not exit"
+    );
+    assert!(
+        path.exists(),
+        "the new master removed {}, which systemd made",
+        path.display()
+    );
 }
 
 // ---------------------------------------------------------------------------
