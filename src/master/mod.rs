@@ -171,9 +171,24 @@ impl Master {
         announcer: notify::Announcer,
         pidfile: Option<pidfile::Pidfile>,
     ) -> Result<Master, MasterError> {
-        let worker_binary = spawn::WorkerBinary::open().map_err(|e| MasterError::Setup(e.to_string()))?;
-        let balance =
-            balance::Table::create().map_err(|e| MasterError::Setup(format!("accept-balancing table: {e}")))?;
+        let setup = spawn::WorkerBinary::open()
+            .map_err(|e| MasterError::Setup(e.to_string()))
+            .and_then(|b| {
+                balance::Table::create()
+                    .map(|t| (b, t))
+                    .map_err(|e| MasterError::Setup(format!("accept-balancing table: {e}")))
+            });
+        let (worker_binary, balance) = match setup {
+            Ok(s) => s,
+            Err(e) => {
+                // What `Drop` would have cleaned up: no Master owns it yet.
+                cleanup(&listeners);
+                if let Some(p) = pidfile {
+                    p.remove();
+                }
+                return Err(e);
+            }
+        };
         Ok(Master {
             balance,
             announcer,

@@ -1319,6 +1319,28 @@ fn usr2_upgrade_leaves_a_socket_file_it_was_handed() {
     );
 }
 
+/// A master that cannot set itself up (here: no zibai-worker next to the
+/// zibai binary) removes the pidfile and the socket file it made; they
+/// were left behind, the pidfile naming a dead pid.
+#[test]
+fn a_master_that_cannot_start_leaves_no_files() {
+    let dir = TempDir::new("noworker");
+    let alone = dir.path().join("zibai");
+    std::fs::copy(BIN, &alone).unwrap();
+    let (file, sock) = (dir.path().join("m.pid"), dir.path().join("m.sock"));
+    let listen = format!("unix:{}", sock.display());
+    let mut cmd = Command::new(&alone);
+    cmd.args(["pids:app", "-p", "2", "-l", &listen, "--pid", file.to_str().unwrap()]);
+    server_env(&mut cmd, &apps_dir());
+    let mut p = Proc::spawn(cmd);
+    let st = p.wait_exit(Duration::from_secs(10));
+    p.wait_eof(Duration::from_secs(2));
+    assert!(!st.success(), "{}", describe_status(&st));
+    assert!(p.stderr().contains("zibai-worker"), "{}", p.stderr());
+    assert!(!file.exists(), "the pidfile is left behind");
+    assert!(!sock.exists(), "the socket file is left behind");
+}
+
 // ---------------------------------------------------------------------------
 // --watchfiles
 
