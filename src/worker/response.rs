@@ -61,6 +61,9 @@ pub struct Response {
     /// The app's body is whole, its last chunk held for the last write:
     /// the head is as good as sent (start_response with exc_info re-raises).
     pub held: bool,
+    /// Its last piece is framed: what `write()` would add (from the
+    /// iterable's close(), say) could only go out of order.
+    complete: bool,
     /// The streamed part of the body, while the flusher may be writing it.
     stream: Option<StreamEnd>,
 }
@@ -202,6 +205,7 @@ impl Response {
             must_close,
             broken: false,
             held: false,
+            complete: false,
             stream: None,
         }
     }
@@ -467,6 +471,7 @@ impl Response {
     /// writes the result, now ([`Response::send`]) or after releasing the GIL
     /// for its next wait (the final piece of a response).
     pub fn frame(&mut self, chunks: Vec<PyBackedBytes>, last: bool) -> Framed {
+        self.complete |= last;
         let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         let head = if self.head_sent {
             Vec::new()
@@ -725,6 +730,11 @@ impl StartResponse {
         }
         if !self.resp.started() {
             return Err(PyAssertionError::new_err("write() called before start_response"));
+        }
+        if self.resp.complete {
+            return Err(PyRuntimeError::new_err(
+                "write() after the response's body was complete (from the iterable's close()?)",
+            ));
         }
         if bytes.as_bytes().is_empty() {
             return Ok(());

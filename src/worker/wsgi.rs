@@ -716,16 +716,29 @@ impl Statics {
             if !me.resp.started() {
                 return Err(not_started().into());
             }
-            if let Some(prev) = held.take()
-                && me.resp.send(py, vec![prev]).is_err()
-            {
-                return Err(Failure::Client);
+            if let Some(last) = &held {
+                // Past the declared Content-Length nothing more can go out.
+                // Asking for more would write nothing, so never fail: an
+                // endless generator held the thread forever, a log line
+                // per block. The connection cannot be reused either.
+                let cl = me.resp.content_length().unwrap_or_default();
+                // (A held chunk that overshoots is logged when it is cut.)
+                if me.resp.body_sent + last.len() as u64 == cl {
+                    log::error!("the app sent more than its Content-Length of {cl}; the rest is dropped");
+                }
+                me.resp.must_close = true;
+                break;
             }
             if me.resp.completes_length(chunk.len()) {
                 held = Some(chunk);
                 me.resp.held = true;
             } else if me.resp.send(py, vec![chunk]).is_err() {
                 return Err(Failure::Client);
+            }
+            // A response with no body (HEAD, 204, 304) whose head is out
+            // wants nothing more: stop iterating, for the same reason.
+            if me.resp.head_sent() && me.resp.framing() == Framing::NoBody {
+                break;
             }
         }
         let mut me = sr.try_borrow_mut().map_err(PyErr::from)?;

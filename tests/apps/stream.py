@@ -9,7 +9,9 @@
     /tracked?id=X   a generator whose close() records X
     /tracked-list?id=X  a list subclass whose close() records X
     /forever?id=X   streams 64 KiB chunks forever; close() records X
-                    (&size=N: chunks of N bytes)
+                    (&size=N: chunks of N bytes; &cl=N: with Content-Length N)
+    /write-in-close?id=X  a list body whose close() calls write(); records
+                    X with the outcome (`X:raised` or `X:written`)
     /raise-mid?id=X yields one chunk, then raises; close() records X
     /closed?id=X    "yes" once close() was called for X, else "no"
     /gen-cl?n=N     a generator of N chunks `chunk-i;` with their Content-Length
@@ -109,7 +111,8 @@ def app(environ, start_response):
         body.ident = ident
         return body
     if path == "/forever":
-        start_response("200 OK", text)
+        cl = [("Content-Length", qs["cl"][0])] if "cl" in qs else []
+        start_response("200 OK", text + cl)
         size = int(qs.get("size", [str(len(CHUNK))])[0])
         return Tracked(ident, [], forever=True, chunk=b"z" * size)
     if path == "/raise-mid":
@@ -136,6 +139,18 @@ def app(environ, start_response):
         write(b"early;")
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         return [b"read:" + body]
+    if path == "/write-in-close":
+        write = start_response("200 OK", text)
+
+        class Late(list):
+            def close(self):
+                try:
+                    write(b"late")
+                    CLOSED.add(ident + ":written")
+                except RuntimeError:
+                    CLOSED.add(ident + ":raised")
+
+        return Late([b"whole body"])
     if path == "/closed":
         body = b"yes" if ident in CLOSED else b"no"
         start_response("200 OK", text)

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Client, Ending, Server};
+use crate::util::{Client, Ending, Server, wait_until};
 
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -402,4 +402,49 @@ fn close_is_called_when_the_client_disconnects_mid_stream() {
         "close() not called after the client went away"
     );
     assert_eq!(s.get("/fixed").text(), "fixed");
+}
+
+/// An endless body the server cannot send (HEAD; past the app's
+/// Content-Length) is not iterated forever: it stopped failing nothing,
+/// held its thread for good, and never called close(). Now it stops
+/// asking for more and calls close().
+#[test]
+fn an_endless_body_that_cannot_go_out_is_not_iterated_forever() {
+    let s = Server::start("stream:app", &["-w", "2"]);
+    let mut c = s.connect();
+    let r = c.request(b"HEAD /forever?id=endless-head HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let mut c = s.connect();
+    c.send(b"GET /forever?id=endless-cl&size=7&cl=10 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.text(), "zzzzzzzzzz");
+    c.expect_closed(Duration::from_secs(5));
+    for id in ["endless-head", "endless-cl"] {
+        assert!(
+            wait_until(Duration::from_secs(5), || s.get(&format!("/closed?id={id}")).text()
+                == "yes"),
+            "close() of {id} was not called"
+        );
+    }
+    assert_eq!(
+        s.log_count("the app sent more than its Content-Length"),
+        1,
+        "{}",
+        s.stderr()
+    );
+}
+
+/// write() from the iterable's close(), after the last piece was framed,
+/// raises: its bytes could only go out of order (ahead of what the
+/// response still had queued) or be dropped while it said they went.
+#[test]
+fn write_after_the_body_is_complete_raises() {
+    let s = Server::start("stream:app", &[]);
+    let r = s.get("/write-in-close?id=late");
+    assert_eq!(r.text(), "whole body");
+    assert!(
+        wait_until(Duration::from_secs(5), || s.get("/closed?id=late:raised").text()
+            == "yes"),
+        "write() in close() did not raise"
+    );
 }
