@@ -778,49 +778,26 @@ fn valid_host(v: &[u8]) -> bool {
 
 /// RFC 3986 reg-name bytes: unreserved, sub-delims and `%` (an IPv4
 /// address is one too).
-static REG_NAME: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            );
-        i += 1;
-    }
-    table
-};
+static REG_NAME: [bool; 256] = alphanumeric_and(b"-._~%!$&'()*+,;=");
 
-static TCHAR: [bool; 256] = {
+/// RFC 9110 5.6.2 tchar bytes.
+static TCHAR: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
+
+/// A byte table: ASCII letters and digits, and `extra`.
+const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut i = 0;
     while i < 256 {
-        let b = i as u8;
-        table[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
-            );
+        table[i] = (i as u8).is_ascii_alphanumeric();
         i += 1;
     }
+    let mut k = 0;
+    while k < extra.len() {
+        table[extra[k] as usize] = true;
+        k += 1;
+    }
     table
-};
+}
 
 #[cfg(test)]
 mod tests {
