@@ -103,6 +103,13 @@ struct Strays {
 }
 
 impl Strays {
+    fn pid(pid: i32) -> Strays {
+        Strays {
+            pids: vec![pid],
+            pidfiles: Vec::new(),
+        }
+    }
+
     fn pidfile(path: &Path) -> Strays {
         Strays {
             pids: Vec::new(),
@@ -838,15 +845,8 @@ fn watchdog_is_pinged_by_the_new_master_after_usr2() {
     n.expect_line("READY=1", BOOT);
     kill(old.pid(), libc::SIGUSR2);
     old.expect_log("New master ", STOP);
-    let new_master: i32 = old
-        .stderr()
-        .lines()
-        .find_map(|l| l.split("New master ").nth(1)?.split(' ').next()?.parse().ok())
-        .expect("the new master's pid in the log");
-    let _strays = Strays {
-        pids: vec![new_master],
-        pidfiles: Vec::new(),
-    };
+    let new_master = new_master_in(&old.stderr());
+    let _strays = Strays::pid(new_master);
     n.expect_line("READY=1", BOOT);
     kill(old.pid(), libc::SIGWINCH);
     kill(old.pid(), libc::SIGTERM);
@@ -993,6 +993,13 @@ fn socket_activation_for_another_pid_is_ignored() {
 // ---------------------------------------------------------------------------
 // USR2: binary upgrade
 
+/// The pid in an old master's `New master N started` log line.
+fn new_master_in(log: &str) -> i32 {
+    log.lines()
+        .find_map(|l| l.split("New master ").nth(1)?.split(' ').next()?.parse().ok())
+        .expect("the new master's pid in the log")
+}
+
 /// Sends USR2 to the master `s` (whose workers are `old`, whose pidfile is
 /// `file`) and waits until the new master's two workers booted. Returns the
 /// new master's pid, its workers, and a guard that kills them on drop (once
@@ -1002,15 +1009,8 @@ fn upgrade(s: &Server, old: &[i32], file: &Path) -> (i32, Vec<i32>, Strays) {
     s.signal(libc::SIGUSR2);
     s.expect_log("Received SIGUSR2: starting a new master from the binary on disk", STOP);
     s.expect_log("New master ", STOP);
-    let new_master: i32 = s
-        .stderr()
-        .lines()
-        .find_map(|l| l.split("New master ").nth(1)?.split(' ').next()?.parse().ok())
-        .expect("the new master's pid in the log");
-    let strays = Strays {
-        pids: vec![new_master],
-        pidfiles: Vec::new(),
-    };
+    let new_master = new_master_in(&s.stderr());
+    let strays = Strays::pid(new_master);
     assert!(
         s.stderr().contains(&format!(
             "New master {new_master} started; WINCH then TERM this one ({old_master}) to finish"
@@ -1280,15 +1280,8 @@ fn usr2_upgrade_leaves_a_socket_file_it_was_handed() {
     );
     kill(old.pid(), libc::SIGUSR2);
     old.expect_log("New master ", STOP);
-    let new_master: i32 = old
-        .stderr()
-        .lines()
-        .find_map(|l| l.split("New master ").nth(1)?.split(' ').next()?.parse().ok())
-        .expect("the new master's pid in the log");
-    let _strays = Strays {
-        pids: vec![new_master],
-        pidfiles: Vec::new(),
-    };
+    let new_master = new_master_in(&old.stderr());
+    let _strays = Strays::pid(new_master);
     assert!(
         wait_until(BOOT, || pidfile_pid(&upgrade_pidfile(&file)) == Some(new_master)
             && workers_of(new_master)
