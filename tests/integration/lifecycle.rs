@@ -25,6 +25,19 @@ fn hooks_log(s: &Server) -> Vec<String> {
         .collect()
 }
 
+/// Waits (up to 5 s) until before_graceful_exit has run, after before_serve.
+fn wait_for_graceful_exit_hook(s: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hooks_log(s).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "before_graceful_exit did not run: {:?}",
+            hooks_log(s)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Sends a slow request and returns once the app is running it.
 fn in_flight(s: &Server, secs: f64, id: &str) -> Client {
     let mut c = s.connect();
@@ -47,15 +60,7 @@ fn sigterm_finishes_the_in_flight_request_then_runs_hooks_in_order() {
     let mut slow = in_flight(&s, 1.0, "graceful");
     s.signal(libc::SIGTERM);
     // The hook runs once the server stopped accepting.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while hooks_log(&s).len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "before_graceful_exit did not run: {:?}",
-            hooks_log(&s)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_graceful_exit_hook(&s);
     // New connections are no longer served while the slow one finishes.
     let refused = std::net::TcpStream::connect_timeout(&s.addr(), Duration::from_secs(2))
         .map(|t| {
@@ -104,15 +109,7 @@ fn a_request_on_an_idle_keep_alive_connection_during_the_stop_is_answered() {
     s.signal(libc::SIGTERM);
     // The hook runs after the worker stopped accepting, right before it
     // deals with the connections it has.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while hooks_log(&s).len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "before_graceful_exit did not run: {:?}",
-            hooks_log(&s)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_graceful_exit_hook(&s);
     let r = idle
         .try_send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .and_then(|()| idle.read_response(false))
