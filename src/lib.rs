@@ -6,3 +6,6 @@ pub mod logging;
 pub mod master;
 pub mod proto;
 pub mod worker;
+
+#[cfg(test)]
+mod testdir;

@@ -89,7 +89,8 @@ fn run() -> anyhow::Result<ExitCode> {
     }
     let upgrade = master::upgrade::inherited();
     let listeners = match (&upgrade, systemd_listeners()?) {
-        (Some((fds, _)), _) => fds
+        (Some(inherited), _) => inherited
+            .fds
             .iter()
             .map(|&(fd, owned)| {
                 listeners::adopt(fd).map(|mut l| {
@@ -168,10 +169,14 @@ fn run() -> anyhow::Result<ExitCode> {
         return Err(err.into());
     }
     let announcer = Announcer::new(ready_pipe);
+    let listen_change = upgrade.as_ref().and_then(|u| u.listen_change(&config.listen));
     let mut master = master::Master::new(config, listeners, announcer, pidfile)?;
-    if let Some((_, old)) = upgrade {
-        log::info!("Started by master {old} (binary upgrade)");
-        master = master.upgraded_from(old);
+    if let Some(inherited) = upgrade {
+        log::info!("Started by master {} (binary upgrade)", inherited.from);
+        if let Some(warning) = listen_change {
+            log::warn!("{warning}");
+        }
+        master = master.upgraded_from(inherited.from);
     }
     let code = master.run()?;
     Ok(ExitCode::from(code as u8))

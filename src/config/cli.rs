@@ -92,7 +92,7 @@ pub(crate) struct Cli {
     #[arg(short = 'w', long, value_name = "N", default_value_t = 10, help_heading = "Workers")]
     pub max_workers: usize,
 
-    /// Replace the workers when files matching these `;`-separated globs change under the current directory (implies -p 1 at least)
+    /// Replace the workers when files matching these `;`-separated globs change under the current directory (implies -p 1 at least; virtual environments, caches and version control are not watched)
     #[arg(long, value_name = "GLOBS", help_heading = "Workers")]
     pub watchfiles: Option<String>,
 
@@ -244,7 +244,7 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0, help_heading = "Timeouts")]
     pub keep_alive: f64,
 
-    /// Seconds to wait for the next part of a request body
+    /// Seconds to wait for the next part of a request body (then 408 Request Timeout)
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, help_heading = "Timeouts")]
     pub read_timeout: f64,
 

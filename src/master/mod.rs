@@ -142,8 +142,9 @@ pub struct Master {
     new_master: Option<Pid>,
     /// Started by USR2: the old master, until it exits.
     old_master: Option<Pid>,
-    /// The accept-balancing table the workers share, and its fd for them.
-    balance: (balance::Table, std::os::fd::OwnedFd),
+    /// The accept-balancing table the workers share, and its fd for them
+    /// (none where it could not be made).
+    balance: Option<(balance::Table, std::os::fd::OwnedFd)>,
 }
 
 fn random_up_to(max: u64) -> u64 {
@@ -171,15 +172,8 @@ impl Master {
         announcer: notify::Announcer,
         pidfile: Option<pidfile::Pidfile>,
     ) -> Result<Master, MasterError> {
-        let setup = spawn::WorkerBinary::open()
-            .map_err(|e| MasterError::Setup(e.to_string()))
-            .and_then(|b| {
-                balance::Table::create()
-                    .map(|t| (b, t))
-                    .map_err(|e| MasterError::Setup(format!("accept-balancing table: {e}")))
-            });
-        let (worker_binary, balance) = match setup {
-            Ok(s) => s,
+        let worker_binary = match spawn::WorkerBinary::open().map_err(|e| MasterError::Setup(e.to_string())) {
+            Ok(b) => b,
             Err(e) => {
                 // What `Drop` would have cleaned up: no Master owns it yet.
                 cleanup(&listeners);
@@ -189,6 +183,17 @@ impl Master {
                 return Err(e);
             }
         };
+        // Balancing is an optimisation: where the table cannot be made (a
+        // seccomp filter without memfd_create), the workers accept as the
+        // kernel wakes them, as before it existed.
+        let balance = balance::Table::create()
+            .inspect_err(|e| {
+                log::warn!(
+                    "Accept balancing is off: cannot create the workers' shared table ({e}); \
+                     each worker accepts whatever connections it is woken for"
+                )
+            })
+            .ok();
         Ok(Master {
             balance,
             announcer,
@@ -231,14 +236,10 @@ impl Master {
         }
         log::info!("Master started [pid {}]", std::process::id());
         // Signal handlers first: the watcher reloads by raising SIGHUP.
-        let _watcher = match &self.config.watchfiles {
-            Some(spec) => {
-                let root =
-                    std::env::current_dir().map_err(|e| MasterError::Setup(format!("current directory: {e}")))?;
-                Some(watch::start(&root, spec).map_err(|e| MasterError::Setup(e.to_string()))?)
-            }
-            None => None,
-        };
+        if let Some(spec) = &self.config.watchfiles {
+            let root = std::env::current_dir().map_err(|e| MasterError::Setup(format!("current directory: {e}")))?;
+            watch::start(&root, spec).map_err(|e| MasterError::Setup(e.to_string()))?;
+        }
         loop {
             self.reap();
             if let Some(code) = self.halt
@@ -347,7 +348,7 @@ impl Master {
         let spawned = spawn::spawn_worker(
             &self.worker_binary.path(),
             &self.listeners,
-            self.balance.1.as_fd(),
+            self.balance.as_ref().map(|(_, fd)| fd.as_fd()),
             max,
             &self.config,
         )?;
@@ -513,7 +514,7 @@ impl Master {
             }
             SIGUSR2 if self.stopping.is_none() && self.new_master.is_none() && self.old_master.is_none() => {
                 log::info!("Received SIGUSR2: starting a new master from the binary on disk");
-                match upgrade::start_new_master(&self.listeners) {
+                match upgrade::start_new_master(&self.listeners, &self.config.listen) {
                     Ok(pid) => {
                         log::info!(
                             "New master {pid} started; WINCH then TERM this one ({}) to finish",
@@ -608,7 +609,9 @@ impl Master {
                 continue;
             };
             let w = self.workers.remove(i);
-            self.balance.0.forget(pid.as_raw() as u32);
+            if let Some((table, _)) = &self.balance {
+                table.forget(pid.as_raw() as u32);
+            }
             let ending = supervise::classify(status);
             // A worker aborted for a timeout was told nothing: its end is a
             // failure like a crash.

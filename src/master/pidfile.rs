@@ -349,42 +349,8 @@ fn write_atomic(path: &Path, pid: u32) -> Result<(), PidfileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdir::TempDir;
     use std::process::Command;
-    use std::sync::atomic::AtomicUsize;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("zibai-pidfile-test-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn join(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-
-        /// Names in the directory, sorted.
-        fn names(&self) -> Vec<String> {
-            let mut names: Vec<String> = fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
-            names.sort();
-            names
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn dead_pid() -> u32 {
         let mut child = Command::new("true").spawn().unwrap();
@@ -402,7 +368,7 @@ mod tests {
 
     #[test]
     fn create_writes_pid_and_newline() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let path = dir.join("zibai.pid");
         let (pf, note) = Pidfile::create(&path, 1234).unwrap();
         assert_eq!(note, None);
@@ -423,7 +389,7 @@ mod tests {
 
     #[test]
     fn create_refuses_a_live_zibai() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let path = dir.join("zibai.pid");
         fs::write(&path, format!("{}\n", own_pid())).unwrap();
         let err = Pidfile::create_with(&path, OTHER, |p| p == own_pid()).unwrap_err();
@@ -445,7 +411,7 @@ mod tests {
 
     #[test]
     fn create_replaces_a_live_process_that_is_not_zibai() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let path = dir.join("zibai.pid");
         fs::write(&path, format!("{}\n", own_pid())).unwrap();
         // The real check: this test binary is `zibai-<hash>`, not zibai.
@@ -459,7 +425,7 @@ mod tests {
 
     #[test]
     fn create_replaces_a_dead_pid() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let path = dir.join("zibai.pid");
         let dead = dead_pid();
         fs::write(&path, format!("{dead}\n")).unwrap();
@@ -485,7 +451,7 @@ mod tests {
             "99999999999\n",
             "2147483648\n",
         ] {
-            let dir = TempDir::new();
+            let dir = TempDir::new("pidfile");
             let path = dir.join("zibai.pid");
             fs::write(&path, garbage).unwrap();
             let (_pf, note) = Pidfile::create_with(&path, 42, |_| true).unwrap();
@@ -498,7 +464,7 @@ mod tests {
 
     #[test]
     fn create_over_our_own_pid_is_silent() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let path = dir.join("zibai.pid");
         fs::write(&path, format!("{}\n", own_pid())).unwrap();
         let (_pf, note) = Pidfile::create_with(&path, own_pid(), |_| true).unwrap();
@@ -508,7 +474,7 @@ mod tests {
 
     #[test]
     fn create_fails_on_unreadable_path_without_leaving_temp_files() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         // A directory where the pidfile should be: reading it fails.
         let path = dir.join("zibai.pid");
         fs::create_dir(&path).unwrap();
@@ -525,7 +491,7 @@ mod tests {
 
     #[test]
     fn failed_write_removes_its_temp_file() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         // Renaming a file over a non-empty directory fails after the temp
         // file has been written and fsynced.
         let path = dir.join("zibai.pid");
@@ -538,7 +504,7 @@ mod tests {
 
     #[test]
     fn no_fd_is_left_open_on_the_pidfile() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let path = dir.join("zibai.pid");
         let (pf, _) = Pidfile::create(&path, 9).unwrap();
         let mut pf = pf;
@@ -546,14 +512,14 @@ mod tests {
         // Other tests' fds point into their own directories.
         for entry in fs::read_dir("/proc/self/fd").unwrap() {
             if let Ok(target) = fs::read_link(entry.unwrap().path()) {
-                assert!(!target.starts_with(&dir.0), "{} still open", target.display());
+                assert!(!target.starts_with(dir.path()), "{} still open", target.display());
             }
         }
     }
 
     #[test]
     fn remove_only_removes_our_own_file() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let path = dir.join("zibai.pid");
 
         let (pf, _) = Pidfile::create(&path, 1234).unwrap();
@@ -574,7 +540,7 @@ mod tests {
 
     #[test]
     fn rename_to_moves_the_file() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let two = dir.join("zibai.pid.2");
         let main = dir.join("zibai.pid");
         let (mut pf, _) = Pidfile::create(&two, 4321).unwrap();
@@ -593,7 +559,7 @@ mod tests {
 
     #[test]
     fn rename_to_refuses_a_target_naming_a_live_zibai() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let from = dir.join("zibai.pid");
         let to = dir.join("zibai.pid.oldbin");
         let (mut pf, _) = Pidfile::create(&from, OTHER).unwrap();
@@ -611,7 +577,7 @@ mod tests {
 
     #[test]
     fn rename_to_writes_afresh_when_our_file_was_taken_over() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let from = dir.join("zibai.pid");
         let to = dir.join("zibai.pid.oldbin");
         let (mut pf, _) = Pidfile::create(&from, 1111).unwrap();
@@ -624,7 +590,7 @@ mod tests {
 
     #[test]
     fn read_pid_cases() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pidfile");
         let path = dir.join("p");
         assert_eq!(read_pid(&path).unwrap_err().kind(), io::ErrorKind::NotFound);
         for (content, want) in [

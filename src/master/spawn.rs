@@ -131,7 +131,7 @@ fn with_config(cmd: &mut Command, config: &crate::config::Config) {
 pub fn spawn_worker(
     exe: &std::path::Path,
     listeners: &[Listener],
-    balance: BorrowedFd<'_>,
+    balance: Option<BorrowedFd<'_>>,
     max_requests: u64,
     config: &crate::config::Config,
 ) -> io::Result<Spawned> {
@@ -140,12 +140,15 @@ pub fn spawn_worker(
     let mut fds: Vec<RawFd> = vec![worker_end.as_raw_fd()];
     fds.extend(listeners.iter().map(|l| l.fd.as_raw_fd()));
     let list = fds.iter().map(|fd| fd.to_string()).collect::<Vec<_>>().join(",");
-    fds.push(balance.as_raw_fd());
+    fds.extend(balance.map(|b| b.as_raw_fd()));
     let master_pid = nix::unistd::getpid();
     let mut cmd = reexec(exe, fds);
     cmd.env(WORKER_ENV, list)
-        .env(BALANCE_ENV, balance.as_raw_fd().to_string())
         .env(MAX_REQUESTS_ENV, max_requests.to_string());
+    match balance {
+        Some(b) => cmd.env(BALANCE_ENV, b.as_raw_fd().to_string()),
+        None => cmd.env_remove(BALANCE_ENV),
+    };
     with_config(&mut cmd, config);
     // SAFETY: runs in the forked child before exec (after `reexec`'s step)
     // and only makes async-signal-safe calls (prctl, getppid).

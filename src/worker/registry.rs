@@ -26,6 +26,12 @@ pub enum ConnState {
     Reading = 2,
     /// A request is being served (or its response flushed): let it finish.
     Busy = 3,
+    /// A whole head waits for its small body, which is read before the app
+    /// is called: the request is owed an answer if the body stalls.
+    Body = 4,
+    /// `Body` past its deadline: input is shut, and the owner answers 408
+    /// when it sees the end (see [`Registry::expire`]).
+    TimedOut = 5,
 }
 
 pub struct ConnSocket {
@@ -52,11 +58,13 @@ impl ConnSocket {
         self.state.store(s as u8, Ordering::Relaxed);
     }
 
-    fn state(&self) -> ConnState {
+    pub fn state(&self) -> ConnState {
         match self.state.load(Ordering::Relaxed) {
             0 => ConnState::New,
             1 => ConnState::Idle,
             2 => ConnState::Reading,
+            4 => ConnState::Body,
+            5 => ConnState::TimedOut,
             _ => ConnState::Busy,
         }
     }
@@ -73,6 +81,23 @@ impl ConnSocket {
     pub fn shutdown(&self) {
         // SAFETY: the fd is owned by self and open for as long as self lives.
         unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+
+    /// A stalled body's timeout: `Body` becomes `TimedOut` and input is
+    /// shut, which wakes the owner with an end of input while it can still
+    /// write its 408. False if the connection has moved on.
+    fn time_out_body(&self) -> bool {
+        let (from, to) = (ConnState::Body as u8, ConnState::TimedOut as u8);
+        if self
+            .state
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // SAFETY: the fd is owned by self and open for as long as self lives.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RD) };
+        true
     }
 }
 
@@ -201,7 +226,9 @@ impl Registry {
                 if matches!(sock.state(), ConnState::New | ConnState::Idle) && sock.pending_bytes() > 0 {
                     continue;
                 }
-                sock.shutdown();
+                if !sock.time_out_body() {
+                    sock.shutdown();
+                }
                 n += 1;
             }
         }
@@ -224,7 +251,7 @@ impl Registry {
         let latest = (self.since_epoch() + grace).as_millis() as u64;
         for sock in s.items.iter().flatten() {
             match sock.state() {
-                ConnState::Busy | ConnState::Reading => {}
+                ConnState::Busy | ConnState::Reading | ConnState::Body | ConnState::TimedOut => {}
                 ConnState::New | ConnState::Idle => {
                     let d = sock.deadline.load(Ordering::Relaxed);
                     if d == 0 || d > latest {
@@ -241,7 +268,7 @@ impl Registry {
         s.items
             .iter()
             .flatten()
-            .filter(|sock| matches!(sock.state(), ConnState::Busy | ConnState::Reading))
+            .filter(|sock| !matches!(sock.state(), ConnState::New | ConnState::Idle))
             .count()
     }
 
@@ -291,6 +318,30 @@ mod tests {
         assert_eq!(r.expire_at(Duration::from_secs(7200)), 0, "a deadline fires once");
         r.remove(slot);
         assert!(r.is_empty());
+    }
+
+    /// A stalled small body: its request is owed a 408, so the timer shuts
+    /// only the input (the owner wakes to an end of input and can still
+    /// write), and marks the connection for the owner to tell.
+    #[test]
+    fn an_expired_body_wait_keeps_the_socket_writable() {
+        let r = Registry::new();
+        let (s, mut peer) = sock();
+        r.insert(s.clone());
+        s.set_state(ConnState::Body);
+        r.set_deadline(&s, Duration::from_secs(10));
+        assert_eq!(r.expire_at(Duration::from_secs(3600)), 1);
+        assert_eq!(s.state(), ConnState::TimedOut);
+        let mut buf = [0u8; 8];
+        let mut own = UnixStream::from(s.fd.try_clone().unwrap());
+        assert_eq!(std::io::Read::read(&mut own, &mut buf).unwrap(), 0, "input is shut");
+        std::io::Write::write_all(&mut own, b"408").unwrap();
+        assert_eq!(
+            std::io::Read::read(&mut peer, &mut buf).unwrap(),
+            3,
+            "the peer can still be answered"
+        );
+        assert_eq!(r.busy(), 1, "a graceful stop waits for the answer");
     }
 
     /// Regression (found by master::graceful_stop_answers_a_request_waiting_on_an_accepted_connection):

@@ -1422,6 +1422,9 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
             let chunk = READ_CHUNK.max(conn.want.saturating_sub(conn.buf.len()));
             match read_some(conn.sock.fd_borrow(), &mut conn.buf, chunk) {
                 Ok(0) => {
+                    if conn.sock.state() == ConnState::TimedOut {
+                        refuse(&conn, 408, "Request Timeout", &"its body stalled (--read-timeout)");
+                    }
                     close_conn(shared, conn);
                     return None;
                 }
@@ -1528,6 +1531,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
             }
             Ok(Need::Body(total)) => {
                 conn.want = total;
+                conn.sock.set_state(ConnState::Body);
                 // Past the head, the client gets the body's patience: the
                 // read timeout, counted from its last progress.
                 conn.incomplete = true;

@@ -1107,6 +1107,7 @@ fn usr2_upgrade_hands_over_without_a_failed_request() {
     let (new_master, new, _strays) = upgrade(&s, &old, &file);
     // The new master is ready too, and says so.
     n.expect_line("READY=1", BOOT);
+    assert!(!s.stderr().contains("--listen changed"), "{}", s.stderr());
 
     winch(&s, &old);
     // Only the new workers answer now.
@@ -1254,6 +1255,46 @@ fn usr2_upgrade_new_master_removes_the_unix_socket_at_exit() {
         "the new master did not exit"
     );
     assert!(!path.exists(), "{} is left behind by the new master", path.display());
+}
+
+/// The new master serves on the sockets it inherits, whatever its own
+/// `listen` says (as gunicorn's does): when the configuration changed that,
+/// it says the change needs a restart. It used to say nothing.
+#[test]
+fn usr2_upgrade_warns_that_a_changed_listen_needs_a_restart() {
+    let dir = TempDir::new("uplisten");
+    let file = dir.path().join("m.pid");
+    let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let conf = dir.path().join("zibai.toml");
+    let write_conf = |sock: &Path| std::fs::write(&conf, format!("listen = [\"unix:{}\"]\n", sock.display())).unwrap();
+    write_conf(&a);
+    let mut s = Server::builder("pids:app")
+        .args(["-p", "2", "--pid", file.to_str().unwrap(), "-c", conf.to_str().unwrap()])
+        .listen_args(Vec::<String>::new(), Some(Target::Unix(a.clone())))
+        .start();
+    let old = s.wait_workers(2, BOOT);
+    write_conf(&b);
+    let (new_master, new, _strays) = upgrade(&s, &old, &file);
+    s.expect_log(
+        &format!(
+            "--listen changed (unix:{} -> unix:{}); this master serves on the sockets it inherited, \
+             so the new value applies only after a restart",
+            a.display(),
+            b.display()
+        ),
+        BOOT,
+    );
+    winch(&s, &old);
+    let r = Client::connect(&Target::Unix(a.clone())).request(b"GET / HTTP/1.0\r\n\r\n");
+    assert!(new.contains(&pid_in(&r.text())), "{r:?}");
+    assert!(!b.exists(), "the new master bound {}", b.display());
+    kill(new_master, libc::SIGTERM);
+    assert!(
+        wait_until(STOP, || proc_gone(new_master)),
+        "the new master did not exit"
+    );
+    s.signal(libc::SIGTERM);
+    s.wait_exit(STOP);
 }
 
 /// A socket file systemd (or fd://N) handed the first master is not the
@@ -1423,6 +1464,174 @@ fn watchfiles_reloads_on_matching_changes_only() {
         "the worker was not replaced after .env changed"
     );
     assert!(get_text(addr).starts_with("v2 "));
+}
+
+/// A directory made after the start is watched (the watcher adds one watch
+/// per directory now), and so is what was written into it before its watch
+/// was added; a virtual environment in the tree is not watched at all (a
+/// big one exhausted fs.inotify.max_user_watches).
+#[test]
+fn watchfiles_follows_new_directories_and_leaves_virtualenvs_out() {
+    let dir = TempDir::new("watchdirs");
+    let root = dir.path().canonicalize().unwrap();
+    write_app(&root, "v1");
+    let site = root.join("env/lib/python3.11/site-packages");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(root.join("env/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cmd = zibai_in(&root, &["watched_app:app", "--watchfiles", "*.py"]);
+    let fd = pass_listener(&mut cmd, &listener);
+    cmd.args(["-l", &fd]);
+    let p = Proc::spawn(cmd);
+    drop(listener);
+    p.expect_log("Serving with", BOOT);
+    let w1 = pid_in(&get_text(addr));
+
+    // A change inside the virtualenv, then one to the app: events come in
+    // order, so were the virtualenv watched, its file would be the first
+    // the reload names.
+    std::fs::write(site.join("six.py"), "x = 1\n").unwrap();
+    write_app(&root, "v2");
+    assert!(
+        wait_until(BOOT, || p.count("Watched files changed") == 1),
+        "no reload: {}",
+        p.stderr()
+    );
+    let line = p
+        .stderr()
+        .lines()
+        .find(|l| l.contains("Watched files changed"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains(&format!("({}", root.join("watched_app.py").display())) && !line.contains("six.py"),
+        "{line}"
+    );
+    let mut w2 = w1;
+    assert!(
+        wait_until(BOOT, || {
+            w2 = pid_in(&get_text(addr));
+            w2 != w1
+        }),
+        "the worker was not replaced"
+    );
+
+    // A package made in one go (as `git checkout` or `mv` would): the
+    // directories appear with the file already in them.
+    let staged = TempDir::new("watchstage");
+    std::fs::create_dir_all(staged.path().join("pkg/sub")).unwrap();
+    std::fs::write(staged.path().join("pkg/sub/new.py"), "").unwrap();
+    std::fs::rename(staged.path().join("pkg"), root.join("pkg")).unwrap();
+    assert!(
+        wait_until(BOOT, || p.count("Watched files changed") == 2),
+        "no reload for a directory moved in: {}",
+        p.stderr()
+    );
+    assert!(
+        p.stderr().contains(&root.join("pkg/sub/new.py").display().to_string()),
+        "{}",
+        p.stderr()
+    );
+
+    // And a file written later in that new directory.
+    assert!(
+        wait_until(BOOT, || pid_in(&get_text(addr)) != w2),
+        "the worker was not replaced"
+    );
+    std::fs::write(root.join("pkg/sub/later.py"), "").unwrap();
+    assert!(
+        wait_until(BOOT, || p.count("Watched files changed") == 3),
+        "no reload for a file in the new directory: {}",
+        p.stderr()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A sandbox without memfd_create
+
+/// Makes `cmd` run under a seccomp filter that fails memfd_create(2) with
+/// ENOSYS, as some container sandboxes do.
+fn without_memfd(cmd: &mut Command) {
+    // SAFETY: runs in the forked child before exec; prctl is async-signal-
+    // safe, and the filter program lives on this closure's stack for the
+    // duration of the call that copies it into the kernel.
+    unsafe {
+        cmd.pre_exec(|| {
+            let stmt = |code: u32, k: u32| libc::sock_filter {
+                code: code as u16,
+                jt: 0,
+                jf: 0,
+                k,
+            };
+            let mut filter = [
+                // The syscall number (offset 0 of struct seccomp_data).
+                stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+                libc::sock_filter {
+                    code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_memfd_create as u32,
+                },
+                stmt(
+                    libc::BPF_RET | libc::BPF_K,
+                    libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+                ),
+                stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_mut_ptr(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Regression: the master could not start where memfd_create is denied,
+/// though the table it makes with it (accept balancing) is only an
+/// optimisation. It now says balancing is off and serves.
+#[test]
+fn a_sandbox_without_memfd_serves_without_accept_balancing() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cmd = zibai_in(&apps_dir(), &["pids:app", "-p", "2"]);
+    let fd = pass_listener(&mut cmd, &listener);
+    cmd.args(["-l", &fd]);
+    without_memfd(&mut cmd);
+    let p = Proc::spawn(cmd);
+    drop(listener);
+    p.expect_log("Accept balancing is off: cannot create the workers' shared table", BOOT);
+    assert!(
+        p.stderr().contains(&format!("os error {}", libc::ENOSYS)),
+        "{}",
+        p.stderr()
+    );
+    let mut workers = Vec::new();
+    assert!(
+        wait_until(BOOT, || {
+            workers = workers_of(p.pid());
+            workers.len() == 2 && p.count("Serving with") == 2
+        }),
+        "two workers did not boot: {}",
+        p.stderr()
+    );
+    for _ in 0..4 {
+        let pid = pid_in(&get_text(addr));
+        assert!(
+            workers.contains(&pid),
+            "answered by {pid}, not by a worker of {workers:?}"
+        );
+    }
 }
 
 /// Regression: with --daemon the pidfile was written only after detaching,
