@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// How much longer a head gets when its bytes wait unread at its deadline
+/// (see [`Registry::expire`]).
+const AGAIN: Duration = Duration::from_secs(1);
+
 /// What a connection is doing, as far as a graceful stop cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -32,6 +36,9 @@ pub enum ConnState {
     /// `Body` past its deadline: input is shut, and the owner answers 408
     /// when it sees the end (see [`Registry::expire`]).
     TimedOut = 5,
+    /// Answered and closing: what the client still sends is read and
+    /// dropped until it is done, or the deadline.
+    Linger = 6,
 }
 
 pub struct ConnSocket {
@@ -65,6 +72,7 @@ impl ConnSocket {
             2 => ConnState::Reading,
             4 => ConnState::Body,
             5 => ConnState::TimedOut,
+            6 => ConnState::Linger,
             _ => ConnState::Busy,
         }
     }
@@ -219,11 +227,26 @@ impl Registry {
             let d = sock.deadline.load(Ordering::Relaxed);
             if d != 0 && d <= now {
                 sock.deadline.store(0, Ordering::Relaxed);
-                // Between requests, bytes waiting unread mean the client sent
-                // its request in time and only our threads were all busy:
-                // that request is owed an answer. (Once a thread reads it,
-                // the head deadline starts from there.)
-                if matches!(sock.state(), ConnState::New | ConnState::Idle) && sock.pending_bytes() > 0 {
+                // Bytes waiting unread mean the client sent in time and only
+                // our threads were all busy. Between requests, that request
+                // is owed an answer (once a thread reads it, the head
+                // deadline starts from there). A body's deadline counts from
+                // its last progress, which the owner will see and renew it
+                // for. A head (or a body being dropped) gets another second:
+                // the owner reads what came, and a head still incomplete then
+                // is cut at that deadline, as a slow client's should be.
+                // (Cutting it at once lost requests that had arrived whole,
+                // which a thread then ran with no one left to answer.)
+                let state = sock.state();
+                if matches!(
+                    state,
+                    ConnState::New | ConnState::Idle | ConnState::Body | ConnState::Reading
+                ) && sock.pending_bytes() > 0
+                {
+                    if state == ConnState::Reading {
+                        let again = now + AGAIN.as_millis() as u64;
+                        sock.deadline.store(again, Ordering::Relaxed);
+                    }
                     continue;
                 }
                 if !sock.time_out_body() {
@@ -251,7 +274,7 @@ impl Registry {
         let latest = (self.since_epoch() + grace).as_millis() as u64;
         for sock in s.items.iter().flatten() {
             match sock.state() {
-                ConnState::Busy | ConnState::Reading | ConnState::Body | ConnState::TimedOut => {}
+                ConnState::Busy | ConnState::Reading | ConnState::Body | ConnState::TimedOut | ConnState::Linger => {}
                 ConnState::New | ConnState::Idle => {
                     let d = sock.deadline.load(Ordering::Relaxed);
                     if d == 0 || d > latest {
@@ -342,6 +365,16 @@ mod tests {
             "the peer can still be answered"
         );
         assert_eq!(r.busy(), 1, "a graceful stop waits for the answer");
+
+        // A body whose next bytes have arrived, unread because every thread
+        // was busy, made progress in time: not cut off.
+        let (s, mut peer) = sock();
+        r.insert(s.clone());
+        s.set_state(ConnState::Body);
+        std::io::Write::write_all(&mut peer, b"rest of the body").unwrap();
+        r.set_deadline(&s, Duration::from_secs(10));
+        assert_eq!(r.expire_at(Duration::from_secs(3600)), 0);
+        assert_eq!(s.state(), ConnState::Body);
     }
 
     /// Regression (found by master::graceful_stop_answers_a_request_waiting_on_an_accepted_connection):

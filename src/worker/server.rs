@@ -1191,7 +1191,7 @@ fn close_after_response(shared: &Shared, mut conn: Box<Conn>) {
     // Pipelined requests after one that ends the connection count too
     // (read already, or waiting in the socket): closing on them resets.
     let client_sent_more = conn.unread_input || !conn.buf.is_empty() || conn.sock.pending_bytes() > 0;
-    if !client_sent_more || shared.stopping() {
+    if !client_sent_more {
         close_conn(shared, conn);
         return;
     }
@@ -1202,8 +1202,14 @@ fn close_after_response(shared: &Shared, mut conn: Box<Conn>) {
     conn.linger = true;
     conn.discard = None;
     conn.buf = Vec::new();
-    conn.sock.set_state(ConnState::Reading);
-    shared.registry.set_deadline(&conn.sock, LINGER);
+    conn.sock.set_state(ConnState::Linger);
+    // A stop waits for it (it counts as busy), for a second at most: the
+    // answer was sent, and a client still sending after that is not
+    // reading it. (A stop used to skip the linger, and the kernel answered
+    // the rest of an upload with a reset, which a client reports instead
+    // of the answer.)
+    let linger = if shared.stopping() { super::STOP_GRACE } else { LINGER };
+    shared.registry.set_deadline(&conn.sock, linger);
     arm(shared, conn, EpollFlags::EPOLLIN);
 }
 

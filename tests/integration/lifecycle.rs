@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Client, Server, describe_status};
+use crate::util::{Client, Ending, Server, describe_status};
 
 pub fn hooks_args() -> [&'static str; 6] {
     [
@@ -143,6 +143,47 @@ fn a_response_that_promised_keep_alive_before_the_stop_is_kept_to_its_word() {
     assert_eq!((next.status, next.text().as_str()), (200, "fast"));
     assert_eq!(next.header("connection"), Some("close"), "{next:?}");
     c.expect_closed(Duration::from_secs(2));
+    let st = s.wait_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
+}
+
+/// Regression: during a graceful stop, a connection whose client was still
+/// sending (here a body the app did not read) was closed without the
+/// lingering close, so the kernel answered the rest of the upload with a
+/// reset and the client reported that instead of its answer.
+#[test]
+fn an_upload_answered_during_the_stop_gets_its_answer() {
+    let mut s = Server::start("slow:app", &[]);
+    let mut c = s.connect();
+    let body = vec![b'x'; 8 << 20];
+    c.send(
+        format!(
+            "POST /sleep?s=1&id=upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    s.expect_log("slow-start upload", Duration::from_secs(5));
+    s.signal(libc::SIGTERM);
+    s.expect_log("Received SIGTERM", Duration::from_secs(5));
+    // Most clients send the whole body before they read.
+    let sent = c.try_send(&body);
+    let end = c.read_to_end(Duration::from_secs(10));
+    let text = String::from_utf8_lossy(end.bytes()).into_owned();
+    assert!(
+        sent.is_ok() && matches!(end, Ending::Eof(_)),
+        "sent {sent:?}; {}: {text:?}",
+        match end {
+            Ending::Eof(_) => "FIN",
+            Ending::Reset(_) => "reset",
+            Ending::Open(_) => "still open",
+        }
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("slept upload"),
+        "{text:?}"
+    );
+    drop(c);
     let st = s.wait_exit(Duration::from_secs(5));
     assert_eq!(st.code(), Some(0), "{}", describe_status(&st));
 }

@@ -432,6 +432,33 @@ fn an_unread_body_holds_neither_the_thread_nor_the_response() {
     assert_eq!(chunked.get("/").text(), "fast");
 }
 
+/// Regression: a head whose last bytes arrived in time, but waited unread
+/// because the only thread was in the app, was cut off at the header
+/// deadline; the thread then read it, ran the app, and had no one to answer
+/// (a retry ran the request twice). Its bytes waiting now give it another
+/// second at a time, until a thread reads them.
+#[test]
+fn a_head_completed_in_time_while_every_thread_is_busy_is_answered() {
+    let s = Server::start("slow:app", &["-w", "1", "--header-timeout", "1"]);
+    let mut b = s.connect();
+    b.set_read_timeout(Duration::from_secs(10));
+    b.send(b"GET /?id=b HTTP/1.1\r\nHost: x\r\n");
+    // Connections are served in the order their bytes came: once this one
+    // is answered, the thread has read b's half head (its deadline runs).
+    assert_eq!(s.connect().get("/").text(), "fast");
+    let mut a = s.connect();
+    a.set_read_timeout(Duration::from_secs(10));
+    a.send(b"GET /sleep?s=3&id=a HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.expect_log("slow-start a", Duration::from_secs(5));
+    // The rest, well within the header timeout.
+    b.send(b"\r\n");
+    let r = b
+        .read_response(false)
+        .unwrap_or_else(|e| panic!("cut off though its head came in time: {e}"));
+    assert_eq!((r.status, r.text().as_str()), (200, "fast"));
+    assert_eq!(a.response().text(), "slept a");
+}
+
 /// A client that uploads a body the server refuses (413 at the head) and
 /// reads the answer only after sending it all, as most HTTP clients do
 /// (Python's http.client, requests), gets the answer. The server used to
