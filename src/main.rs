@@ -72,6 +72,11 @@ fn run() -> anyhow::Result<ExitCode> {
     zibai::logging::init();
     let config = args.resolve()?;
     zibai::logging::set_level(config.log_level);
+    // The globs are checked here, before anything is bound or detached
+    // (and by --check-config), not when the watcher starts.
+    if let Some(spec) = &config.watchfiles {
+        master::watch::Patterns::parse(std::path::Path::new("/"), spec)?;
+    }
     match args.action() {
         Action::PrintConfig => {
             print!("{}", config.to_toml());
@@ -124,6 +129,9 @@ fn run() -> anyhow::Result<ExitCode> {
     // master that exited at once, on both sides.
     let ready_pipe = if config.daemon && upgrade.is_none() {
         zibai::logging::check_files(&[&config.error_log, &config.access_log_file])?;
+        if matches!(config.error_log, zibai::logging::Destination::Stderr) {
+            eprintln!("zibai: warning: --daemon without --error-log: the log goes nowhere once detached");
+        }
         let error_log = match &config.error_log {
             zibai::logging::Destination::File(p) => Some(p.as_path()),
             zibai::logging::Destination::Stderr => None,

@@ -51,6 +51,7 @@ fn run(config: Config, start: Start) -> anyhow::Result<ExitCode> {
                 sock: UnixStream::from(inherited.control),
                 max_requests: inherited.max_requests,
                 balance: inherited.balance,
+                heartbeat: worker::control::heartbeat_for(config.timeout),
             };
             Ok(exit_code(worker::run(config, listeners, Role::Worker(control))))
         }
@@ -97,8 +98,17 @@ fn prepare(config: &Config) -> anyhow::Result<()> {
 /// `zibai --check-config`: loads the app and hooks as a worker would, then
 /// exits 0, or 4 with the reason on stderr.
 fn check_app(config: &Config) -> ExitCode {
-    let loaded = python::initialize(config.virtualenv.as_deref(), &config.pythonpath)
-        .and_then(|()| Python::attach(|py| python::load_all(py, config).map(drop)));
+    // As the workers will: importing as root instead made what the app
+    // creates at import (a log file, a cache) root's, which the workers
+    // then could not open, and hid files they cannot read.
+    if let Some(mask) = config.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if let Err(e) = worker::privileges::drop_to(config.user.as_ref(), config.group.as_ref()) {
+        eprintln!("{e}");
+        return ExitCode::from(WORKER_BOOT_ERROR as u8);
+    }
+    let loaded = python::initialize(config).and_then(|()| Python::attach(|py| python::load_all(py, config).map(drop)));
     match loaded {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

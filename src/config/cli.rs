@@ -58,7 +58,7 @@ pub(crate) struct Cli {
 
     /// Listen address: HOST:PORT, [IPv6]:PORT, unix:PATH, unix:@abstract, fd://N (several allowed)
     #[arg(short = 'l', long, value_name = "ADDR", num_args = 1.., action = clap::ArgAction::Append,
-          default_value = "127.0.0.1:8000", help_heading = "Sockets")]
+          default_value = "127.0.0.1:8000", visible_alias = "bind", help_heading = "Sockets")]
     pub listen: Vec<String>,
 
     /// Listen backlog
@@ -143,7 +143,13 @@ pub(crate) struct Cli {
     pub umask: Option<String>,
 
     /// Seconds a graceful exit waits for in-flight requests
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, help_heading = "Workers")]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        visible_alias = "graceful-timeout",
+        help_heading = "Workers"
+    )]
     pub graceful_exit_timeout: f64,
 
     /// wsgi.url_scheme given to the app
@@ -203,7 +209,13 @@ pub(crate) struct Cli {
     pub capture_output: bool,
 
     /// Write the error log to FILE; - is stderr
-    #[arg(long, value_name = "FILE", default_value = "-", help_heading = "Logging")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "-",
+        visible_alias = "error-logfile",
+        help_heading = "Logging"
+    )]
     pub error_log: String,
 
     /// Log level: error, warn, info or debug (gunicorn's critical and warning too)
@@ -274,7 +286,24 @@ pub struct Args {
 /// The clap command: [`Cli`]'s definition, with each option's variable
 /// named in its help.
 pub fn command() -> clap::Command {
-    Cli::command().mut_args(|arg| {
+    // A repeated option's last value wins, as with Python Zibai's argparse
+    // (`zibai $DEFAULTS "$@"` wrappers); lists (`-l`) still accumulate.
+    Cli::command().args_override_self(true).mut_args(|arg| {
+        // A flag a config file or variable turned on can be turned off
+        // here: `--daemon=false` (`--daemon` alone still means true, and
+        // never takes the next word as its value).
+        let arg = if matches!(arg.get_action(), clap::ArgAction::SetTrue)
+            && !matches!(arg.get_id().as_str(), "print_config" | "check_config")
+        {
+            arg.action(clap::ArgAction::Set)
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true")
+                .value_name("BOOL")
+                .value_parser(clap::builder::BoolishValueParser::new())
+        } else {
+            arg
+        };
         // `--timeout -5` is a bad value for --timeout, refused by name,
         // rather than an unknown option `-5` (there is none).
         let arg = if arg.get_action().takes_values() {

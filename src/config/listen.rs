@@ -59,11 +59,12 @@ impl ListenAddr {
         } else if host == "localhost" {
             (IpAddr::V4(Ipv4Addr::LOCALHOST), false)
         } else {
-            // A bare v6 literal ("::1:8000") is ambiguous; insist on brackets.
+            // The port is required, so the last `:` ends the host, and a
+            // bare v6 literal (`:::8000`, `::1:8000`) means what it does to
+            // Python Zibai, which splits the same way.
             (
-                host.parse::<Ipv4Addr>()
-                    .map(IpAddr::V4)
-                    .map_err(|_| bad("the host must be an IPv4 address, [IPv6] in brackets, or empty"))?,
+                host.parse::<IpAddr>()
+                    .map_err(|_| bad("the host must be an IPv4 or IPv6 address, localhost, or empty"))?,
                 false,
             )
         };
@@ -116,6 +117,17 @@ mod tests {
                 any_host: false
             }
         );
+        // Unbracketed, as Python Zibai splits at the last colon.
+        for (bare, bracketed) in [("::1:8000", "[::1]:8000"), (":::8000", "[::]:8000")] {
+            assert_eq!(
+                ListenAddr::parse(bare).unwrap(),
+                ListenAddr::Tcp {
+                    addr: bracketed.parse().unwrap(),
+                    any_host: false
+                },
+                "{bare}"
+            );
+        }
         assert!(matches!(
             ListenAddr::parse(":8000").unwrap(),
             ListenAddr::Tcp { any_host: true, .. }
@@ -143,7 +155,8 @@ mod tests {
             "8000",
             "host:80",
             "1.2.3.4:99999",
-            "::1:80",
+            "::1",
+            "[::1]",
             "unix:",
             "unix:@",
             "fd://x",

@@ -14,13 +14,15 @@
 //! origin, then validates it into typed fields, so that every error names
 //! the option, the value and where it came from.
 //!
-//! Variables: `ZIBAI_` and the long name upper-cased, `-` as `_`
-//! (`ZIBAI_MAX_WORKERS=20`, `ZIBAI_APP=pkg.web:app`); booleans take
-//! 1/0/true/false/yes/no; list options (`listen`, `pythonpath`, `env`,
-//! `forwarded-allow-ips`) take several values separated by whitespace; an
-//! empty variable counts as unset. File keys are the long names
-//! (`max-workers = 20`, `app = "pkg.web:app"`), aliases not accepted; `""`
-//! turns an optional setting off (`pid = ""`).
+//! Variables: `ZIBAI_` and the long name (or an alias) upper-cased, `-` as
+//! `_` (`ZIBAI_MAX_WORKERS=20`, `ZIBAI_WORKERS=4`, `ZIBAI_APP=pkg.web:app`);
+//! booleans take 1/0/true/false/yes/no/on/off; list options (`listen`,
+//! `pythonpath`, `env`, `forwarded-allow-ips`) take several values separated
+//! by whitespace; an empty variable counts as unset. File keys are the long
+//! names or aliases (`max-workers = 20`, `workers = 4`, `app =
+//! "pkg.web:app"`); `""` turns an optional setting off (`pid = ""`). On the
+//! command line a flag takes `=false` to turn off what a variable or the
+//! file turned on.
 //!
 //! `--config`, `--print-config` and `--check-config` are not settings: the
 //! first may come from `ZIBAI_CONFIG`, none may appear in a file.
@@ -352,6 +354,7 @@ pub const FIXED_AT_START: &[&str] = &[
     "group",
     "umask",
     "error-log",
+    "watchfiles",
 ];
 
 /// What [`reload`] resolved.

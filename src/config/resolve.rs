@@ -94,12 +94,15 @@ const OPTIONS: &[(&str, Kind)] = &[
     ("write_timeout", Kind::Seconds),
 ];
 
-/// Visible command-line aliases, also keys of the file (`workers = 4`, as
-/// gunicorn's configuration says it).
+/// Visible command-line aliases, also keys of the file and variables
+/// (`workers = 4`, `bind = [...]`, as gunicorn's configuration says it).
 const ALIASES: &[(&str, &str)] = &[
     ("workers", "subprocess"),
     ("max-requests", "max-request-pre-process"),
     ("h11-max-incomplete-event-size", "limit-request-head-size"),
+    ("bind", "listen"),
+    ("graceful-timeout", "graceful-exit-timeout"),
+    ("error-logfile", "error-log"),
 ];
 
 /// Variables some defaults come from, as before this module read files.
@@ -281,7 +284,12 @@ impl File {
             // and the command line make of them: octal. (Read as a number it
             // used to become 0o26, a wrong umask without a word.)
             (Kind::Mode, T::Integer(i)) if *i >= 0 && self.decimal.contains(&key(id)) => vec![item(i.to_string(), v)],
-            (Kind::Mode, T::Integer(i)) if *i >= 0 => vec![item(format!("{i:o}"), v)],
+            (Kind::Mode, T::Integer(i)) if *i >= 0 => vec![Item {
+                text: format!("{i:o}"),
+                // As written: TOML keeps no radix, and 0o1777 shown as
+                // 1023 made no sense to its writer.
+                shown: format!("0o{i:o}"),
+            }],
             (Kind::List, T::Array(a)) if a.iter().all(T::is_str) => a
                 .iter()
                 .map(|e| item(e.as_str().unwrap_or_default().to_string(), e))
@@ -356,7 +364,18 @@ fn gather(args: Option<&Args>, env: &dyn Fn(&str) -> Option<String>, file: Optio
                 .collect()
         };
         // An empty variable counts as unset (as `FOO= zibai` often means).
-        let from_env = env(&env_var(id)).filter(|v| !v.is_empty());
+        // An alias names a variable too (`ZIBAI_WORKERS`, as `workers` is
+        // a key of the file); the option's own name wins.
+        let var = std::iter::once(env_var(id))
+            .chain(
+                ALIASES
+                    .iter()
+                    .filter(|(_, canonical)| key(id) == *canonical)
+                    .map(|(alias, _)| env_var(&alias.replace('-', "_"))),
+            )
+            .find(|var| env(var).is_some_and(|v| !v.is_empty()))
+            .unwrap_or_else(|| env_var(id));
+        let from_env = env(&var).filter(|v| !v.is_empty());
         let value = if args.is_some_and(|a| a.given(id)) {
             let items = from_args();
             Some(Value {
@@ -371,7 +390,7 @@ fn gather(args: Option<&Args>, env: &dyn Fn(&str) -> Option<String>, file: Optio
             };
             Some(Value {
                 origin: Origin::Env {
-                    var: env_var(id),
+                    var: var.clone(),
                     value: v.clone(),
                 },
                 shown: format!("{v:?}"),
@@ -512,14 +531,16 @@ impl Raw {
 
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" => Ok(true),
-        "0" | "false" | "no" => Ok(false),
-        _ => Err("expected 1, 0, true, false, yes or no".to_string()),
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected 1, 0, true, false, yes, no, on or off".to_string()),
     }
 }
 
 fn octal_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
+    // Python's int(x, 8), which Zibai uses, takes an `0o` prefix too.
+    let digits = s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")).unwrap_or(s);
+    u32::from_str_radix(digits, 8)
         .ok()
         .filter(|m| *m <= 0o777)
         .ok_or_else(|| "expected octal mode like 600".to_string())
@@ -597,6 +618,13 @@ fn build(raw: &Raw, cwd: &Path, sources: Sources) -> Result<Config, ConfigError>
         && listen.is_empty()
     {
         return Err(raw.fail("listen", &v.origin, &v.shown, "at least one address is needed"));
+    }
+    // Twice the same fd:// would be one descriptor owned (and closed)
+    // twice; the same path or port, a bind that fails as "in use" by us.
+    if let Some(v) = raw.values.get("listen")
+        && let Some(twice) = listen.iter().enumerate().find(|(i, l)| listen[..*i].contains(l))
+    {
+        return Err(raw.fail("listen", &v.origin, &v.shown, format!("{} is given twice", twice.1)));
     }
     let backlog = raw.int("backlog", 1..=i32::MAX as i64)? as i32;
     let unix_socket_perms = raw.with("unix_socket_perms", octal_mode)?.unwrap_or(0o600);

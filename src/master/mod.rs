@@ -488,6 +488,9 @@ impl Master {
                         for key in &r.ignored {
                             log::warn!("--{key} changed; it applies only after a restart (kept the running value)");
                         }
+                        if r.config.subprocess == 0 && self.config.subprocess != 0 {
+                            log::warn!("-p 0 (a single process) applies only at start; keeping 1 worker");
+                        }
                         self.config = r.config;
                         self.desired = self.config.subprocess.max(1);
                         crate::logging::set_level(self.config.log_level);

@@ -150,6 +150,13 @@ pub fn spawn_worker(
         None => cmd.env_remove(BALANCE_ENV),
     };
     with_config(&mut cmd, config);
+    // Each worker changes to `--chdir` again (the master did once, at its
+    // start): where that is a symlink a deploy moves, a worker started by
+    // a HUP works in the new release, as its imports do (see
+    // `python::initialize`).
+    if let Some(dir) = &config.chdir {
+        cmd.current_dir(dir);
+    }
     // SAFETY: runs in the forked child before exec (after `reexec`'s step)
     // and only makes async-signal-safe calls (prctl, getppid).
     unsafe {

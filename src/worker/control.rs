@@ -53,12 +53,24 @@ pub fn standalone_max_requests(max: u64) {
 const TICK: Duration = Duration::from_millis(100);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// How often a worker beats: once a second, or four times per `--timeout`
+/// where that is shorter. (Beating once a second, a worker with
+/// `--timeout 1` or less was killed as hung while it served.)
+pub fn heartbeat_for(timeout: Option<Duration>) -> Duration {
+    match timeout {
+        Some(t) if !t.is_zero() => (t / 4).clamp(Duration::from_millis(10), HEARTBEAT),
+        _ => HEARTBEAT,
+    }
+}
+
 pub struct Control {
     pub sock: UnixStream,
     /// Requests after which to ask for a replacement; 0 for never.
     pub max_requests: u64,
     /// The accept-balancing table's memfd (see `master::balance`).
     pub balance: Option<std::os::fd::OwnedFd>,
+    /// See [`heartbeat_for`].
+    pub heartbeat: Duration,
 }
 
 /// Sends through the shared writer (set once the worker has booted).
@@ -86,7 +98,7 @@ impl Control {
     /// thread of its own.
     pub fn start(mut self) -> io::Result<()> {
         send(&mut self.sock, &ToMaster::Booted)?;
-        self.sock.set_read_timeout(Some(TICK))?;
+        self.sock.set_read_timeout(Some(TICK.min(self.heartbeat / 2)))?;
         MAX_REQUESTS.store(self.max_requests, Ordering::Relaxed);
         let _ = WRITER.set(Mutex::new(self.sock.try_clone()?));
         std::thread::Builder::new()
@@ -135,7 +147,7 @@ impl Control {
                 }
             }
             let served = REQUESTS.load(Ordering::Relaxed);
-            if last_beat.elapsed() >= HEARTBEAT {
+            if last_beat.elapsed() >= self.heartbeat {
                 // Beating needs the interpreter: a worker whose GIL is held
                 // forever (a stuck C extension) stops beating and is replaced.
                 Python::attach(|_| ());

@@ -121,7 +121,7 @@ pub enum Role {
 pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, WorkerError> {
     let multiprocess = matches!(role, Role::Worker(_));
     keep_freed_memory();
-    python::initialize(config.virtualenv.as_deref(), &config.pythonpath)?;
+    python::initialize(&config)?;
     let (app, statics, before_serve, hooks) = Python::attach(|py| -> Result<_, WorkerError> {
         let loaded = python::load_all(py, &config)?;
         let hooks = Hooks {

@@ -5,7 +5,7 @@ use std::path::Path;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use crate::config::AppSpec;
+use crate::config::{AppSpec, Config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -41,9 +41,10 @@ pub fn traceback(py: Python<'_>, err: &PyErr) -> String {
 
 /// Starts the interpreter as the virtualenv's own `python` would start
 /// (or the base installation's, without one), with Python's signal handlers
-/// left uninstalled (Rust owns signals), then puts `pythonpath` and the
-/// current directory first on `sys.path`.
-pub fn initialize(virtualenv: Option<&Path>, pythonpath: &[std::path::PathBuf]) -> Result<(), LoadError> {
+/// left uninstalled (Rust owns signals), then puts `--pythonpath` and the
+/// app's directory first on `sys.path`.
+pub fn initialize(config: &Config) -> Result<(), LoadError> {
+    let virtualenv = config.virtualenv.as_deref();
     if let Some(venv) = virtualenv {
         check_virtualenv(venv, embedded_version())?;
     }
@@ -51,11 +52,19 @@ pub fn initialize(virtualenv: Option<&Path>, pythonpath: &[std::path::PathBuf]) 
     Python::attach(|py| {
         let setup = || -> PyResult<()> {
             let path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
-            let cwd = std::env::current_dir()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| ".".into());
-            path.insert(0, cwd)?;
-            for (i, dir) in pythonpath.iter().enumerate() {
+            // `--chdir` as written, not getcwd(): with `--chdir
+            // /srv/app/current`, a symlink to the release, imports follow
+            // the link, so a HUP after a deploy moved it loads the new
+            // release (gunicorn does the same). getcwd() named the release
+            // the master started in, for every worker it ever started.
+            let app_dir = match &config.chdir {
+                Some(dir) => dir.display().to_string(),
+                None => std::env::current_dir()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| ".".into()),
+            };
+            path.insert(0, app_dir)?;
+            for (i, dir) in config.pythonpath.iter().enumerate() {
                 path.insert(i, dir.display().to_string())?;
             }
             Ok(())

@@ -158,6 +158,26 @@ fn check_config_reports_an_app_that_cannot_import() {
     assert!(!text(&o.stdout).contains("config OK"), "{}", show(&o));
 }
 
+/// A bad --watchfiles glob is a configuration error, found by the check
+/// and before anything is bound. It used to pass the check and fail only
+/// when the watcher started (after a daemon had detached).
+#[test]
+fn check_config_reports_a_bad_watchfiles_glob() {
+    for args in [
+        &["echo_app:app", "--watchfiles", "*.py;[a", "--check-config"][..],
+        &["echo_app:app", "--watchfiles", "[a", "-l", "127.0.0.1:0"],
+    ] {
+        let o = zibai(args, &[]);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", show(&o));
+        assert!(
+            text(&o.stderr).contains("invalid pattern \"[a\" in --watchfiles"),
+            "{args:?}: {}",
+            show(&o)
+        );
+        assert!(!text(&o.stderr).contains("Listening"), "{args:?}: {}", show(&o));
+    }
+}
+
 #[test]
 fn check_config_reports_a_hook_that_cannot_import() {
     let o = zibai(

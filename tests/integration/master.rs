@@ -11,7 +11,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    Client, Load, LoadMode, LoadReport, Server, children, describe_status, fd_targets, proc_gone, proc_info, wait_until,
+    Client, Load, LoadMode, LoadReport, Server, TempDir, children, describe_status, fd_targets, proc_gone, proc_info,
+    wait_until,
 };
 
 /// How long workers may take to boot.
@@ -272,6 +273,56 @@ fn ttou_lets_the_removed_worker_finish() {
     assert_eq!(c.response().text(), format!("slept {id} pid={kept}"));
 }
 
+/// `--chdir` at a symlink a deploy moves (`current -> releases/N`, as
+/// Capistrano and friends lay a project out): a HUP after the move serves
+/// the new release. Regression: workers put getcwd(), the release the
+/// master had started in, first on sys.path and inherited it as their
+/// directory, so the reload kept serving the old code.
+#[test]
+fn hup_follows_a_chdir_symlink_to_the_new_release() {
+    let dir = TempDir::new("releases");
+    for (release, body) in [("r1", "release one"), ("r2", "release two")] {
+        let d = dir.path().join(release);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("VERSION"), body).unwrap();
+        // The app reads a file relative to its directory, and is imported
+        // from it.
+        std::fs::write(
+            d.join("release_app.py"),
+            "import os\n\n\ndef app(environ, start_response):\n    \
+             body = open('VERSION', 'rb').read() + b' ' + __file__.encode()\n    \
+             start_response('200 OK', [('Content-Length', str(len(body)))])\n    \
+             return [body]\n",
+        )
+        .unwrap();
+    }
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink("r1", &current).unwrap();
+    let s = Server::start("release_app:app", &["-p", "1", "--chdir", current.to_str().unwrap()]);
+    let old = s.wait_workers(1, BOOT);
+    let first = s.get("/").text();
+    assert!(first.starts_with("release one "), "{first}");
+
+    // The deploy: a new link renamed over the old one.
+    let next = dir.path().join("current.next");
+    std::os::unix::fs::symlink("r2", &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(
+        wait_until(BOOT, || {
+            let now = s.workers();
+            !now.is_empty() && now.iter().all(|w| !old.contains(w) && s.booted(*w))
+        }),
+        "HUP did not replace {old:?}"
+    );
+    let now = s.get("/").text();
+    assert_eq!(
+        now,
+        format!("release two {}", current.join("release_app.py").display()),
+        "the new worker serves the old release"
+    );
+}
+
 #[test]
 fn hup_replaces_every_worker_with_zero_failed_requests() {
     let s = start(&["-p", "2"]);
@@ -338,6 +389,22 @@ fn kill_9_of_a_worker_under_load_is_replaced() {
         "failures after the replacement: {report:#?}"
     );
     eprintln!("kill -9 under load: {report:?}");
+}
+
+/// A healthy worker beats often enough for a short --timeout. Regression:
+/// it beat once a second, so under `--timeout 0.8` every worker was aborted
+/// as hung while it served, and replaced, again and again.
+#[test]
+fn a_short_timeout_leaves_healthy_workers_alone() {
+    let s = start(&["-p", "1", "--timeout", "0.8"]);
+    let worker = s.wait_workers(1, BOOT)[0];
+    // Four timeouts' worth of serving, by the same worker throughout.
+    let until = Instant::now() + Duration::from_millis(3200);
+    while Instant::now() < until {
+        assert_eq!(pid_in(&s.get("/").text()), worker, "{}", s.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!s.stderr().contains("timed out"), "{}", s.stderr());
 }
 
 #[test]

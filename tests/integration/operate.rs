@@ -433,6 +433,14 @@ fn daemon_serves_then_stops(mode: &[&str], want_workers: usize) {
         describe_status(&st),
         launcher.stderr()
     );
+    // No --error-log: the terminal is told, before it is left.
+    assert!(
+        launcher
+            .stderr()
+            .contains("warning: --daemon without --error-log: the log goes nowhere once detached"),
+        "{}",
+        launcher.stderr()
+    );
     // Ready means ready: the pidfile is there and a request is served at
     // once, with no polling.
     let pid = pidfile_pid(&file).expect("a pidfile naming the daemon");
@@ -574,6 +582,11 @@ fn daemon_reports_an_unusable_log_file_on_the_terminal() {
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("boom at import time"), "{text}");
+    assert!(
+        !launcher.stderr().contains("--daemon without --error-log"),
+        "{}",
+        launcher.stderr()
+    );
 }
 
 // ---------------------------------------------------------------------------

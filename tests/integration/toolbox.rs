@@ -1427,6 +1427,29 @@ fn user_and_group_switch_the_workers_not_the_master() {
     assert_eq!(proc_ids(s.pid()), (0, 0), "the master must stay root");
 }
 
+/// `--check-config` imports the app as the workers will, as --user.
+/// Regression: it imported as root, so what the app made at import (a log
+/// file) was root's and the real workers could not open it.
+#[test]
+fn check_config_imports_the_app_as_the_user() {
+    let Some(n) = nobody("check_config_imports_the_app_as_the_user") else {
+        return;
+    };
+    let dir = TempDir::new("checkuser");
+    std::fs::write(
+        dir.path().join("whoami_app.py"),
+        "import os\nprint('imported as uid', os.getuid())\n\n\n\
+         def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n",
+    )
+    .unwrap();
+    let f = Server::builder("whoami_app:app")
+        .args(["--check-config", "--user", "nobody", "--group", &n.group_name])
+        .args(["--pythonpath", dir.path().to_str().unwrap()])
+        .run_to_exit(Duration::from_secs(30));
+    assert!(f.status.success(), "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stderr.contains(&format!("imported as uid {}", n.uid)), "{}", f.stderr);
+}
+
 #[test]
 fn user_alone_runs_with_its_primary_group() {
     let Some(n) = nobody("user_alone_runs_with_its_primary_group") else {

@@ -104,13 +104,15 @@ fn bool_variables() {
         ("false", false),
         ("no", false),
         ("NO", false),
+        ("on", true),
+        ("off", false),
     ] {
         let c = resolve_with(&["a:b"], &[("ZIBAI_NO_ACCESS_LOG", text)]).unwrap();
         assert_eq!(!c.access_log, want, "{text}");
     }
     assert_eq!(
         error(&["a:b"], &[("ZIBAI_REUSE_PORT", "maybe")]),
-        "ZIBAI_REUSE_PORT=maybe: invalid value \"maybe\" for --reuse-port: expected 1, 0, true, false, yes or no"
+        "ZIBAI_REUSE_PORT=maybe: invalid value \"maybe\" for --reuse-port: expected 1, 0, true, false, yes, no, on or off"
     );
 }
 
@@ -208,7 +210,7 @@ fn file_errors_name_the_file_the_key_and_the_value() {
         ),
         (
             "umask = 0o1777",
-            "key \"umask\": invalid value 1023: expected octal mode like 600",
+            "key \"umask\": invalid value 0o1777: expected octal mode like 600",
         ),
         (
             "forwarded-allow-ips = \"10.0.0.0/33\"",
@@ -572,7 +574,8 @@ fn options_match_the_command_line() {
         if *id != "app" {
             assert_eq!(arg.get_long(), Some(key(id).as_str()), "{id}");
         }
-        let is_flag = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        // A flag: `--flag` alone, or `--flag=false` (see `cli::command`).
+        let is_flag = arg.is_require_equals_set();
         assert_eq!(is_flag, *kind == Kind::Bool, "{id}");
         if matches!(kind, Kind::Int | Kind::Seconds) {
             assert!(!arg.get_default_values().is_empty(), "{id} needs a default");
@@ -603,11 +606,11 @@ fn suggestions() {
 
 #[test]
 fn reload_keeps_every_start_only_option() {
-    let before = "app = \"a:b\"\n";
-    let after = "app = \"a:b\"\nlisten = [\"127.0.0.1:2\"]\nbacklog = 7\ndualstack-ipv6 = true\n\
+    let before = "app = \"a:b\"\nsubprocess = 1\n";
+    let after = "app = \"a:b\"\nsubprocess = 1\nlisten = [\"127.0.0.1:2\"]\nbacklog = 7\ndualstack-ipv6 = true\n\
                  unix-socket-perms = \"660\"\nreuse-port = true\npid = \"/run/z.pid\"\ndaemon = true\n\
                  chdir = \"/\"\nuser = \"0\"\ngroup = \"0\"\numask = \"022\"\nerror-log = \"/var/log/e.log\"\n\
-                 max-workers = 4\n";
+                 watchfiles = \"*.py\"\nmax-workers = 4\n";
     let file = TempFile::new(before);
     let first = resolve_with(&["-c", file.path()], &[]).unwrap();
     file.write(after);
@@ -618,4 +621,94 @@ fn reload_keeps_every_start_only_option() {
         r.config.to_toml().replace("max-workers = 4", "max-workers = 10"),
         first.to_toml()
     );
+}
+
+/// A flag a file (or variable) turned on is turned off on the command line
+/// with `=false`; `--flag` alone still means true and never takes the next
+/// word (the app) as its value.
+#[test]
+fn flags_take_false_on_the_command_line() {
+    let file = TempFile::new("app = \"a:b\"\ndaemon = true\nno-access-log = true\ncapture-output = true\n");
+    let c = resolve_with(&["-c", file.path()], &[]).unwrap();
+    assert!(c.daemon && !c.access_log && c.capture_output);
+    let c = resolve_with(
+        &[
+            "-c",
+            file.path(),
+            "--daemon=false",
+            "--no-access-log=0",
+            "--capture-output=off",
+        ],
+        &[],
+    )
+    .unwrap();
+    assert!(!c.daemon && c.access_log && !c.capture_output, "{c:?}");
+    let c = resolve_with(&["--daemon", "x:app"], &[("ZIBAI_DAEMON", "0")]).unwrap();
+    assert!(c.daemon);
+    assert_eq!(c.app.to_string(), "x:app");
+    let c = resolve_with(&["--call=yes", "x:make"], &[]).unwrap();
+    assert!(c.call);
+    let bad = Args::try_parse_from(["zibai", "x:app", "--daemon=maybe"])
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("--daemon"), "{bad}");
+}
+
+/// A repeated option's last value wins, as with Python Zibai's argparse;
+/// list options accumulate.
+#[test]
+fn a_repeated_option_takes_its_last_value() {
+    let c = resolve_with(
+        &[
+            "x:app",
+            "-w",
+            "10",
+            "-w",
+            "20",
+            "-l",
+            "127.0.0.1:1",
+            "-l",
+            "127.0.0.1:2",
+            "--daemon",
+            "--daemon",
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.max_workers, 20);
+    assert_eq!(c.listen.len(), 2);
+    assert!(c.daemon);
+}
+
+/// Python Zibai reads modes with int(x, 8), which takes a `0o` prefix.
+#[test]
+fn modes_take_an_0o_prefix() {
+    let c = resolve_with(&["x:app", "--umask", "0o027", "--unix-socket-perms", "0o660"], &[]).unwrap();
+    assert_eq!((c.umask, c.unix_socket_perms), (Some(0o027), 0o660));
+}
+
+/// The aliases name variables too, as they name keys of the file; the
+/// option's own variable wins. (They were ignored without a word.)
+#[test]
+fn aliases_name_variables() {
+    let c = resolve_with(&["x:app"], &[("ZIBAI_WORKERS", "4"), ("ZIBAI_MAX_REQUESTS", "100")]).unwrap();
+    assert_eq!((c.subprocess, c.max_requests), (4, 100));
+    let c = resolve_with(&["x:app"], &[("ZIBAI_WORKERS", "4"), ("ZIBAI_SUBPROCESS", "2")]).unwrap();
+    assert_eq!(c.subprocess, 2);
+    let e = error(&["x:app"], &[("ZIBAI_WORKERS", "many")]);
+    assert!(e.contains("ZIBAI_WORKERS"), "{e}");
+}
+
+/// One address twice: an fd:// would be owned (and closed) twice, a path
+/// or port refused as "in use" by ourselves.
+#[test]
+fn an_address_given_twice_is_refused() {
+    for argv in [
+        &["x:app", "-l", "fd://3", "-l", "fd://3"][..],
+        &["x:app", "-l", "unix:/run/a.sock", "unix:/run/a.sock"],
+        &["x:app", "-l", "localhost:8000", "-l", "127.0.0.1:8000"],
+    ] {
+        let e = error(argv, &[]);
+        assert!(e.contains("--listen") && e.contains("is given twice"), "{argv:?}: {e}");
+    }
 }
