@@ -210,7 +210,7 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                 let mut next_scan = Instant::now();
                 let mut queued = false;
                 // Armed by an app thread (server::Activity::guard): a look
-                // every WATCH_STEP until nothing has waited for a whole
+                // every NET_STEP until nothing has waited for a whole
                 // TIMER_STEP, for what threads stuck in the app hold while
                 // no other thread watches.
                 let mut quiet_since: Option<Instant> = None;
@@ -218,7 +218,7 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                     let mut step = next_scan.saturating_duration_since(Instant::now());
                     let net = s.activity.net_armed();
                     if net {
-                        step = step.min(server::WATCH_STEP);
+                        step = step.min(server::NET_STEP);
                     }
                     if let Some(a) = &announcer {
                         // Single-process mode: wake when systemd's watchdog
@@ -260,8 +260,8 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                     next_scan = Instant::now() + TIMER_STEP;
                     // The last resort for events stashed by a thread stuck
                     // in the app when no other thread could put them back
-                    // (see server::Stash); the watcher, or the net above
-                    // when there is none, does it within 1 ms.
+                    // (see server::Stash); the watcher does it within 1 ms,
+                    // or the net above within 5 ms when there is none.
                     s.activity.release_stuck_stashes(&s, usize::MAX);
                     let n = s.registry.expire();
                     if n > 0 {

@@ -115,7 +115,7 @@ pub struct Activity {
     batches: Vec<Batch>,
     epoch: Instant,
     /// While set, the timer thread looks for stuck stashes and batches
-    /// every [`WATCH_STEP`] (see [`Activity::guard`]).
+    /// every [`NET_STEP`] (see [`Activity::guard`]).
     net: AtomicBool,
     /// Wakes the timer thread when there is no balance table to do it.
     pub bell: Bell,
@@ -180,6 +180,12 @@ const SERVING_BASE: u64 = 2;
 const PRESUMED_RUNNING: Duration = Duration::from_micros(200);
 /// How often the watching thread looks whether the busy threads still are.
 pub const WATCH_STEP: Duration = Duration::from_millis(1);
+/// How often the timer thread looks while the net is armed. Under load
+/// the net is armed nearly all the time (a thread's batch is rarely empty
+/// when it calls the app), so each look is a wake-up per step: at 1 ms,
+/// Flask at 2 processes took twice the voluntary context switches and
+/// 10-25% fewer requests per second (5 ms: as before the net).
+pub const NET_STEP: Duration = Duration::from_millis(5);
 
 impl Activity {
     pub fn new(threads: usize) -> Activity {
@@ -195,7 +201,7 @@ impl Activity {
 
     /// Called by a thread about to run the app: if deferred responses or
     /// stashed events are waiting (its own or another's) and no thread
-    /// watches, the timer thread must look every [`WATCH_STEP`] until
+    /// watches, the timer thread must look every [`NET_STEP`] until
     /// nothing waits, so that a long request does not hold them for the
     /// timer's whole 100 ms step. A look costs the timer a wake-up; arming
     /// costs one wake of the timer per quiet-to-busy change.
