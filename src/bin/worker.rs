@@ -104,7 +104,14 @@ fn check_app(config: &Config) -> ExitCode {
     if let Some(mask) = config.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    if let Err(e) = worker::privileges::drop_to(config.user.as_ref(), config.group.as_ref()) {
+    let (uid, gid) = (nix::unistd::Uid::effective(), nix::unistd::Gid::effective());
+    let elsewhere = config.user.as_ref().is_some_and(|u| u.uid != uid.as_raw())
+        || config.group.as_ref().is_some_and(|g| g.gid != gid.as_raw());
+    if elsewhere && !uid.is_root() {
+        // Checking a production file as someone else: the import is still
+        // worth checking, as the one running it.
+        eprintln!("zibai: note: not root, so the app is imported as uid {uid} rather than as --user/--group");
+    } else if let Err(e) = worker::privileges::drop_to(config.user.as_ref(), config.group.as_ref()) {
         eprintln!("{e}");
         return ExitCode::from(WORKER_BOOT_ERROR as u8);
     }

@@ -118,6 +118,18 @@ pub enum Role {
 
 /// Serves until a signal (or the master) says stop; returns the process
 /// exit code.
+/// Runs a thread's body; a panic in it (a bug of ours) ends the process.
+/// A worker whose app thread died could accept and never answer, one whose
+/// timer died would enforce no deadline, and nothing would replace either:
+/// ended, it is replaced by its master (or its supervisor).
+fn exit_on_panic(what: &str, body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        log::error!("{what} panicked (a bug in zibai); exiting so that the worker is replaced");
+        // SAFETY: ends the process at once, from a state we cannot trust.
+        unsafe { libc::_exit(70) }
+    }
+}
+
 pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, WorkerError> {
     let multiprocess = matches!(role, Role::Worker(_));
     keep_freed_memory();
@@ -183,15 +195,7 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
             // of a main thread, not Rust's 2 MiB default.
             .stack_size(8 << 20)
             .spawn(move || {
-                // A bug that panics here must not leave a worker that
-                // accepts and never answers (nothing would replace it):
-                // the process ends, and its master starts another.
-                let run = std::panic::AssertUnwindSafe(|| server::thread_main(&s, i));
-                if std::panic::catch_unwind(run).is_err() {
-                    log::error!("app thread {i} panicked (a bug in zibai); exiting so that the worker is replaced");
-                    // SAFETY: ends the process at once, from a state we cannot trust.
-                    unsafe { libc::_exit(70) }
-                }
+                exit_on_panic(&format!("app thread {i}"), || server::thread_main(&s, i));
             })
             .map_err(|e| WorkerError::setup("threads", e))?;
     }
@@ -205,69 +209,71 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
         std::thread::Builder::new()
             .name("zibai-timer".into())
             .spawn(move || {
-                // A coarse periodic scan: deadlines are seconds long, so
-                // 100 ms of slack is noise and costs nothing per request.
-                let mut next_scan = Instant::now();
-                let mut queued = false;
-                // Armed by an app thread (server::Activity::guard): a look
-                // every NET_STEP until nothing has waited for a whole
-                // TIMER_STEP, for what threads stuck in the app hold while
-                // no other thread watches.
-                let mut quiet_since: Option<Instant> = None;
-                loop {
-                    let mut step = next_scan.saturating_duration_since(Instant::now());
-                    let net = s.activity.net_armed();
-                    if net {
-                        step = step.min(server::NET_STEP);
-                    }
-                    if let Some(a) = &announcer {
-                        // Single-process mode: wake when systemd's watchdog
-                        // is due, not at the next scan (a ping due just
-                        // after a scan waited a whole step more).
-                        step = step.min(lock(a).max_sleep().unwrap_or(step));
-                    }
-                    match &s.balance {
-                        // Accept balancing: a heartbeat for the other
-                        // workers, and while parked a look every
-                        // PARKED_RECHECK (or when another worker wakes us)
-                        // whether to accept again.
-                        Some(b) => {
-                            let seq = b.member().wake_seq();
-                            b.member().heartbeat();
-                            s.recheck_parked(&mut queued);
-                            if b.is_parked() {
-                                step = step.min(PARKED_RECHECK);
+                exit_on_panic("the timer thread", || {
+                    // A coarse periodic scan: deadlines are seconds long, so
+                    // 100 ms of slack is noise and costs nothing per request.
+                    let mut next_scan = Instant::now();
+                    let mut queued = false;
+                    // Armed by an app thread (server::Activity::guard): a look
+                    // every NET_STEP until nothing has waited for a whole
+                    // TIMER_STEP, for what threads stuck in the app hold while
+                    // no other thread watches.
+                    let mut quiet_since: Option<Instant> = None;
+                    loop {
+                        let mut step = next_scan.saturating_duration_since(Instant::now());
+                        let net = s.activity.net_armed();
+                        if net {
+                            step = step.min(server::NET_STEP);
+                        }
+                        if let Some(a) = &announcer {
+                            // Single-process mode: wake when systemd's watchdog
+                            // is due, not at the next scan (a ping due just
+                            // after a scan waited a whole step more).
+                            step = step.min(lock(a).max_sleep().unwrap_or(step));
+                        }
+                        match &s.balance {
+                            // Accept balancing: a heartbeat for the other
+                            // workers, and while parked a look every
+                            // PARKED_RECHECK (or when another worker wakes us)
+                            // whether to accept again.
+                            Some(b) => {
+                                let seq = b.member().wake_seq();
+                                b.member().heartbeat();
+                                s.recheck_parked(&mut queued);
+                                if b.is_parked() {
+                                    step = step.min(PARKED_RECHECK);
+                                }
+                                b.member().wait(seq, step);
+                                s.unpark_if_due(false);
                             }
-                            b.member().wait(seq, step);
-                            s.unpark_if_due(false);
+                            None => s.activity.bell.wait(step),
                         }
-                        None => s.activity.bell.wait(step),
-                    }
-                    if let Some(a) = &announcer {
-                        lock(a).tick();
-                    }
-                    if net || s.activity.net_armed() {
-                        if s.activity.net_look(&s) {
-                            quiet_since = None;
-                        } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= TIMER_STEP {
-                            s.activity.disarm_net();
-                            quiet_since = None;
+                        if let Some(a) = &announcer {
+                            lock(a).tick();
+                        }
+                        if net || s.activity.net_armed() {
+                            if s.activity.net_look(&s) {
+                                quiet_since = None;
+                            } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= TIMER_STEP {
+                                s.activity.disarm_net();
+                                quiet_since = None;
+                            }
+                        }
+                        if Instant::now() < next_scan {
+                            continue;
+                        }
+                        next_scan = Instant::now() + TIMER_STEP;
+                        // The last resort for events stashed by a thread stuck
+                        // in the app when no other thread could put them back
+                        // (see server::Stash); the watcher does it within 1 ms,
+                        // or the net above within 5 ms when there is none.
+                        s.activity.release_stuck_stashes(&s, usize::MAX);
+                        let n = s.registry.expire();
+                        if n > 0 {
+                            log::debug!("closed {n} connections past their deadline");
                         }
                     }
-                    if Instant::now() < next_scan {
-                        continue;
-                    }
-                    next_scan = Instant::now() + TIMER_STEP;
-                    // The last resort for events stashed by a thread stuck
-                    // in the app when no other thread could put them back
-                    // (see server::Stash); the watcher does it within 1 ms,
-                    // or the net above within 5 ms when there is none.
-                    s.activity.release_stuck_stashes(&s, usize::MAX);
-                    let n = s.registry.expire();
-                    if n > 0 {
-                        log::debug!("closed {n} connections past their deadline");
-                    }
-                }
+                })
             })
             .map_err(|e| WorkerError::setup("timer thread", e))?;
     }

@@ -1450,6 +1450,36 @@ fn check_config_imports_the_app_as_the_user() {
     assert!(f.stderr.contains(&format!("imported as uid {}", n.uid)), "{}", f.stderr);
 }
 
+/// Checking a production configuration without root: the app is still
+/// imported, as the one running the check, with a note saying so.
+#[test]
+fn check_config_without_root_imports_as_the_caller() {
+    let Some(n) = nobody("check_config_without_root_imports_as_the_caller") else {
+        return;
+    };
+    let dir = TempDir::new("checknoroot");
+    std::fs::write(
+        dir.path().join("whoami_app.py"),
+        "import os\nprint('imported as uid', os.getuid())\n\n\n\
+         def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n",
+    )
+    .unwrap();
+    let out = std::os::unix::process::CommandExt::gid(
+        std::os::unix::process::CommandExt::uid(&mut std::process::Command::new(crate::util::BIN), n.uid),
+        n.gid,
+    )
+    .args(["whoami_app:app", "--check-config", "--user", "0", "--group", "0"])
+    .args(["--pythonpath", dir.path().to_str().unwrap()])
+    .current_dir(dir.path())
+    .env("PYTHONDONTWRITEBYTECODE", "1")
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("imported as uid {}", n.uid)), "{err}");
+    assert!(err.contains("note: not root, so the app is imported as uid"), "{err}");
+}
+
 #[test]
 fn user_alone_runs_with_its_primary_group() {
     let Some(n) = nobody("user_alone_runs_with_its_primary_group") else {
