@@ -116,8 +116,6 @@ pub enum Role {
     Worker(control::Control),
 }
 
-/// Serves until a signal (or the master) says stop; returns the process
-/// exit code.
 /// Runs a thread's body; a panic in it (a bug of ours) ends the process.
 /// A worker whose app thread died could accept and never answer, one whose
 /// timer died would enforce no deadline, and nothing would replace either:
@@ -130,6 +128,8 @@ fn exit_on_panic(what: &str, body: impl FnOnce()) {
     }
 }
 
+/// Serves until a signal (or the master) says stop; returns the process
+/// exit code.
 pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, WorkerError> {
     let multiprocess = matches!(role, Role::Worker(_));
     keep_freed_memory();
