@@ -366,16 +366,14 @@ fn gather(args: Option<&Args>, env: &dyn Fn(&str) -> Option<String>, file: Optio
         // An empty variable counts as unset (as `FOO= zibai` often means).
         // An alias names a variable too (`ZIBAI_WORKERS`, as `workers` is
         // a key of the file); the option's own name wins.
-        let var = std::iter::once(env_var(id))
+        let from_env = std::iter::once(env_var(id))
             .chain(
                 ALIASES
                     .iter()
                     .filter(|(_, canonical)| key(id) == *canonical)
                     .map(|(alias, _)| env_var(&alias.replace('-', "_"))),
             )
-            .find(|var| env(var).is_some_and(|v| !v.is_empty()))
-            .unwrap_or_else(|| env_var(id));
-        let from_env = env(&var).filter(|v| !v.is_empty());
+            .find_map(|var| env(&var).filter(|v| !v.is_empty()).map(|v| (var, v)));
         let value = if args.is_some_and(|a| a.given(id)) {
             let items = from_args();
             Some(Value {
@@ -383,16 +381,13 @@ fn gather(args: Option<&Args>, env: &dyn Fn(&str) -> Option<String>, file: Optio
                 shown: items.iter().map(|i| i.shown.as_str()).collect::<Vec<_>>().join(" "),
                 items,
             })
-        } else if let Some(v) = from_env {
+        } else if let Some((var, v)) = from_env {
             let items = match kind {
                 Kind::List => v.split_whitespace().map(quoted).collect(),
                 _ => vec![quoted(&v)],
             };
             Some(Value {
-                origin: Origin::Env {
-                    var: var.clone(),
-                    value: v.clone(),
-                },
+                origin: Origin::Env { var, value: v.clone() },
                 shown: format!("{v:?}"),
                 items,
             })

@@ -173,11 +173,7 @@ fn an_upload_answered_during_the_stop_gets_its_answer() {
     assert!(
         sent.is_ok() && matches!(end, Ending::Eof(_)),
         "sent {sent:?}; {}: {text:?}",
-        match end {
-            Ending::Eof(_) => "FIN",
-            Ending::Reset(_) => "reset",
-            Ending::Open(_) => "still open",
-        }
+        end.kind()
     );
     assert!(
         text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("slept upload"),

@@ -525,8 +525,7 @@ fn daemon_upgrade_hands_over() {
     );
     let r = Client::connect(&Target::Unix(sock.clone())).request(b"GET /after HTTP/1.0\r\n\r\n");
     assert_eq!((r.status, r.kv().at("PATH_INFO")), (200, "/after"));
-    kill(new, libc::SIGTERM);
-    assert!(wait_until(STOP, || proc_gone(new)), "the new master did not exit");
+    stop_new_master(new);
 }
 
 #[test]
@@ -1049,6 +1048,12 @@ fn upgrade(s: &Server, old: &[i32], file: &Path) -> (i32, Vec<i32>, Strays) {
     (new_master, new, strays)
 }
 
+/// Sends TERM to the master a USR2 started and waits until it is gone.
+fn stop_new_master(pid: i32) {
+    kill(pid, libc::SIGTERM);
+    assert!(wait_until(STOP, || proc_gone(pid)), "the new master did not exit");
+}
+
 /// Sends WINCH to the old master `s` and waits until its workers `old` exited.
 fn winch(s: &Server, old: &[i32]) {
     s.signal(libc::SIGWINCH);
@@ -1087,11 +1092,7 @@ fn usr2_upgrade_with_a_relative_chdir() {
         std::fs::read_link(format!("/proc/{new_master}/cwd")).unwrap(),
         apps_dir().parent().unwrap()
     );
-    kill(new_master, libc::SIGTERM);
-    assert!(
-        wait_until(STOP, || proc_gone(new_master)),
-        "the new master did not exit"
-    );
+    stop_new_master(new_master);
     s.signal(libc::SIGTERM);
     s.wait_exit(STOP);
 }
@@ -1169,11 +1170,7 @@ fn usr2_upgrade_hands_over_without_a_failed_request() {
     );
 
     // The new master stops like any master, and removes the pidfile.
-    kill(new_master, libc::SIGTERM);
-    assert!(
-        wait_until(STOP, || proc_gone(new_master)),
-        "the new master did not exit"
-    );
+    stop_new_master(new_master);
     assert!(new.iter().all(|&w| proc_gone(w)), "new workers outlived their master");
     assert!(
         wait_until(Duration::from_secs(2), || !file.exists()),
@@ -1262,11 +1259,7 @@ fn usr2_upgrade_new_master_removes_the_unix_socket_at_exit() {
     );
     let r = Client::connect(&Target::Unix(path.clone())).request(b"GET / HTTP/1.0\r\n\r\n");
     assert!(new.contains(&pid_in(&r.text())), "{r:?}");
-    kill(new_master, libc::SIGTERM);
-    assert!(
-        wait_until(STOP, || proc_gone(new_master)),
-        "the new master did not exit"
-    );
+    stop_new_master(new_master);
     assert!(!path.exists(), "{} is left behind by the new master", path.display());
 }
 
@@ -1301,11 +1294,7 @@ fn usr2_upgrade_warns_that_a_changed_listen_needs_a_restart() {
     let r = Client::connect(&Target::Unix(a.clone())).request(b"GET / HTTP/1.0\r\n\r\n");
     assert!(new.contains(&pid_in(&r.text())), "{r:?}");
     assert!(!b.exists(), "the new master bound {}", b.display());
-    kill(new_master, libc::SIGTERM);
-    assert!(
-        wait_until(STOP, || proc_gone(new_master)),
-        "the new master did not exit"
-    );
+    stop_new_master(new_master);
     s.signal(libc::SIGTERM);
     s.wait_exit(STOP);
 }
@@ -1354,11 +1343,7 @@ fn usr2_upgrade_leaves_a_socket_file_it_was_handed() {
     );
     let r = Client::connect(&Target::Unix(path.clone())).request(b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(r.status, 200, "{r:?}");
-    kill(new_master, libc::SIGTERM);
-    assert!(
-        wait_until(STOP, || proc_gone(new_master)),
-        "the new master did not exit"
-    );
+    stop_new_master(new_master);
     assert!(
         path.exists(),
         "the new master removed {}, which systemd made",

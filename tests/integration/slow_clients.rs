@@ -487,13 +487,9 @@ fn requests_pipelined_after_the_last_one_do_not_reset_the_connection() {
         let text = String::from_utf8_lossy(end.bytes()).into_owned();
         assert!(
             sent.is_ok() && matches!(end, Ending::Eof(_)),
-            "{:?}: sent {sent:?}, ended {}",
+            "{:?}: sent {sent:?}, ended with {}",
             String::from_utf8_lossy(first),
-            match end {
-                Ending::Eof(_) => "with FIN",
-                Ending::Reset(_) => "with a reset",
-                Ending::Open(_) => "open",
-            }
+            end.kind()
         );
         assert!(
             text.starts_with("HTTP/1.") && text[8..].starts_with(" 200 "),

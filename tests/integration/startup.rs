@@ -5,35 +5,12 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{Finished, Server, TempDir, describe_status};
+use crate::util::{Finished, Server, TempDir, assert_failed, describe_status};
 
 const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 fn run(app: &str, args: &[&str]) -> Finished {
     Server::builder(app).args(args.iter().copied()).run_to_exit(EXIT_WAIT)
-}
-
-fn assert_failed(f: &Finished, code: Option<i32>, needles: &[&str]) {
-    assert!(
-        !f.status.success(),
-        "expected a failure, got {}; stderr:\n{}\nstdout:\n{}",
-        describe_status(&f.status),
-        f.stderr,
-        f.stdout
-    );
-    if let Some(code) = code {
-        assert_eq!(
-            f.status.code(),
-            Some(code),
-            "{}; stderr:\n{}",
-            describe_status(&f.status),
-            f.stderr
-        );
-    }
-    for n in needles {
-        assert!(f.stderr.contains(n), "{n:?} not in stderr:\n{}", f.stderr);
-    }
-    assert!(!f.stderr.contains("panicked"), "the server panicked:\n{}", f.stderr);
 }
 
 #[test]

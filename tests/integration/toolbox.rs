@@ -1427,6 +1427,16 @@ fn user_and_group_switch_the_workers_not_the_master() {
     assert_eq!(proc_ids(s.pid()), (0, 0), "the master must stay root");
 }
 
+/// `whoami_app:app` in `dir`: prints the uid it is imported as.
+fn write_whoami_app(dir: &Path) {
+    std::fs::write(
+        dir.join("whoami_app.py"),
+        "import os\nprint('imported as uid', os.getuid())\n\n\n\
+         def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n",
+    )
+    .unwrap();
+}
+
 /// `--check-config` imports the app as the workers will, as --user.
 /// Regression: it imported as root, so what the app made at import (a log
 /// file) was root's and the real workers could not open it.
@@ -1436,12 +1446,7 @@ fn check_config_imports_the_app_as_the_user() {
         return;
     };
     let dir = TempDir::new("checkuser");
-    std::fs::write(
-        dir.path().join("whoami_app.py"),
-        "import os\nprint('imported as uid', os.getuid())\n\n\n\
-         def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n",
-    )
-    .unwrap();
+    write_whoami_app(dir.path());
     let f = Server::builder("whoami_app:app")
         .args(["--check-config", "--user", "nobody", "--group", &n.group_name])
         .args(["--pythonpath", dir.path().to_str().unwrap()])
@@ -1458,12 +1463,7 @@ fn check_config_without_root_imports_as_the_caller() {
         return;
     };
     let dir = TempDir::new("checknoroot");
-    std::fs::write(
-        dir.path().join("whoami_app.py"),
-        "import os\nprint('imported as uid', os.getuid())\n\n\n\
-         def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n",
-    )
-    .unwrap();
+    write_whoami_app(dir.path());
     let out = std::os::unix::process::CommandExt::gid(
         std::os::unix::process::CommandExt::uid(&mut std::process::Command::new(crate::util::BIN), n.uid),
         n.gid,

@@ -314,6 +314,31 @@ pub struct Finished {
     pub stdout: String,
 }
 
+/// Asserts that a server run to its exit failed, with `code` if given,
+/// and that its stderr names every needle.
+pub fn assert_failed(f: &Finished, code: Option<i32>, needles: &[&str]) {
+    assert!(
+        !f.status.success(),
+        "expected a failure, got {}; stderr:\n{}\nstdout:\n{}",
+        describe_status(&f.status),
+        f.stderr,
+        f.stdout
+    );
+    if let Some(code) = code {
+        assert_eq!(
+            f.status.code(),
+            Some(code),
+            "{}; stderr:\n{}",
+            describe_status(&f.status),
+            f.stderr
+        );
+    }
+    for n in needles {
+        assert!(f.stderr.contains(n), "{n:?} not in stderr:\n{}", f.stderr);
+    }
+    assert!(!f.stderr.contains("panicked"), "the server panicked:\n{}", f.stderr);
+}
+
 pub struct Server {
     child: Child,
     pid: i32,
@@ -612,6 +637,15 @@ impl Ending {
     pub fn bytes(&self) -> &[u8] {
         match self {
             Ending::Eof(b) | Ending::Reset(b) | Ending::Open(b) => b,
+        }
+    }
+
+    /// How it ended, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Ending::Eof(_) => "FIN",
+            Ending::Reset(_) => "reset",
+            Ending::Open(_) => "still open",
         }
     }
 }
@@ -922,11 +956,7 @@ impl Client {
             other => panic!(
                 "expected the server to close the connection with nothing more within {timeout:?}, got {:?} \
                  with {:?}",
-                match other {
-                    Ending::Eof(_) => "EOF",
-                    Ending::Reset(_) => "reset",
-                    Ending::Open(_) => "still open",
-                },
+                other.kind(),
                 String::from_utf8_lossy(other.bytes())
             ),
         }
