@@ -6,8 +6,7 @@
 //! the body.
 
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyIOError, PyValueError};
@@ -24,39 +23,59 @@ const READ_CHUNK: usize = 64 * 1024;
 /// `Expect: 100-continue`, shared by the body reader, which answers it when
 /// the app first reads the body, and the response, whose head makes it moot:
 /// a 100 after the final response's head would land inside its body.
+///
+/// A lock, not an atomic: the app may read the body on one thread while
+/// another starts the response, and the 100 must be on the wire before the
+/// head is. The lock is held while the 100 is written (25 bytes into a
+/// socket nothing else has written to yet: it does not wait), so a head
+/// made meanwhile waits for it.
 #[derive(Clone)]
-pub struct ExpectContinue(Arc<AtomicU8>);
+pub struct ExpectContinue(Arc<Mutex<Continue>>);
 
-const CONTINUE_PENDING: u8 = 0;
-const CONTINUE_SENT: u8 = 1;
-const CONTINUE_MOOT: u8 = 2;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Continue {
+    Pending,
+    Sent,
+    Moot,
+}
 
 impl ExpectContinue {
     pub fn new() -> Self {
-        ExpectContinue(Arc::new(AtomicU8::new(CONTINUE_PENDING)))
+        ExpectContinue(Arc::new(Mutex::new(Continue::Pending)))
     }
 
-    /// The app reads the body: true once, when the 100 is to be sent now.
-    fn answer(&self) -> bool {
-        self.0
-            .compare_exchange(CONTINUE_PENDING, CONTINUE_SENT, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+    fn lock(&self) -> MutexGuard<'_, Continue> {
+        // A flag behind it: a poisoned lock holds nothing broken.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The final response goes out first: no 100 any more.
+    /// The app reads the body: sends the 100 with `send` if it is still
+    /// owed (once), before any head can go out.
+    fn answer(&self, send: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let mut state = self.lock();
+        if *state != Continue::Pending {
+            return Ok(());
+        }
+        *state = Continue::Sent;
+        send()
+    }
+
+    /// The final response goes out first: no 100 any more. Waits for a 100
+    /// being written now.
     pub fn moot(&self) {
-        let _ = self
-            .0
-            .compare_exchange(CONTINUE_PENDING, CONTINUE_MOOT, Ordering::AcqRel, Ordering::Acquire);
+        let mut state = self.lock();
+        if *state == Continue::Pending {
+            *state = Continue::Moot;
+        }
     }
 
     fn sent(&self) -> bool {
-        self.0.load(Ordering::Acquire) == CONTINUE_SENT
+        *self.lock() == Continue::Sent
     }
 
     /// Neither sent nor moot: the client may still be holding its body back.
     pub fn pending(&self) -> bool {
-        self.0.load(Ordering::Acquire) == CONTINUE_PENDING
+        *self.lock() == Continue::Pending
     }
 }
 
@@ -162,9 +181,11 @@ impl BodyReader {
     }
 
     fn read_socket(&mut self) -> Result<(), BodyError> {
-        if self.expect.as_ref().is_some_and(ExpectContinue::answer) {
-            let mut msg = [io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
-            write_all(self.sock.fd_borrow(), &mut msg, self.timeout)?;
+        if let Some(expect) = &self.expect {
+            expect.answer(|| {
+                let mut msg = [io::IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
+                write_all(self.sock.fd_borrow(), &mut msg, self.timeout)
+            })?;
         }
         self.compact();
         match read_blocking(self.sock.fd_borrow(), &mut self.buf, READ_CHUNK, self.timeout) {
@@ -415,5 +436,69 @@ impl Input {
 
     fn seek(&self, _offset: isize, _whence: Option<i32>) -> PyResult<()> {
         Err(PyValueError::new_err("wsgi.input is not seekable"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Regression: the 100 Continue was written after its state changed,
+    /// so a response head made by another thread in between went out
+    /// first, and the 100 landed inside the response. A head now waits for
+    /// a 100 being written.
+    #[test]
+    fn a_head_waits_for_a_100_being_written() {
+        let expect = ExpectContinue::new();
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let reader = {
+            let expect = expect.clone();
+            std::thread::spawn(move || {
+                expect.answer(|| {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        started.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (mooted_tx, mooted) = mpsc::channel();
+        let head = {
+            let expect = expect.clone();
+            std::thread::spawn(move || {
+                expect.moot();
+                mooted_tx.send(()).unwrap();
+            })
+        };
+        assert_eq!(
+            mooted.recv_timeout(Duration::from_millis(200)),
+            Err(mpsc::RecvTimeoutError::Timeout),
+            "the head went ahead of the 100 being written"
+        );
+        release.send(()).unwrap();
+        mooted.recv_timeout(Duration::from_secs(5)).unwrap();
+        reader.join().unwrap().unwrap();
+        head.join().unwrap();
+        assert!(expect.sent());
+    }
+
+    #[test]
+    fn a_100_is_sent_once_and_never_after_the_head() {
+        let expect = ExpectContinue::new();
+        let sent = std::cell::Cell::new(0);
+        let send = || {
+            sent.set(sent.get() + 1);
+            Ok(())
+        };
+        expect.answer(send).unwrap();
+        expect.answer(send).unwrap();
+        assert_eq!(sent.get(), 1);
+        let expect = ExpectContinue::new();
+        expect.moot();
+        assert!(!expect.pending());
+        expect.answer(send).unwrap();
+        assert_eq!(sent.get(), 1, "a 100 after the head");
     }
 }
