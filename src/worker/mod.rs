@@ -220,6 +220,10 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                     // no other thread watches.
                     let mut quiet_since: Option<Instant> = None;
                     loop {
+                        // Read before the net: a thread that arms it after
+                        // this wakes the wait below (read after, its wake
+                        // could come first and the wait slept a whole step).
+                        let seq = s.balance.as_ref().map(|b| b.member().wake_seq());
                         let mut step = next_scan.saturating_duration_since(Instant::now());
                         let net = s.activity.net_armed();
                         if net {
@@ -231,13 +235,12 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                             // after a scan waited a whole step more).
                             step = step.min(lock(a).max_sleep().unwrap_or(step));
                         }
-                        match &s.balance {
+                        match s.balance.as_ref().zip(seq) {
                             // Accept balancing: a heartbeat for the other
                             // workers, and while parked a look every
                             // PARKED_RECHECK (or when another worker wakes us)
                             // whether to accept again.
-                            Some(b) => {
-                                let seq = b.member().wake_seq();
+                            Some((b, seq)) => {
                                 b.member().heartbeat();
                                 s.recheck_parked(&mut queued);
                                 if b.is_parked() {

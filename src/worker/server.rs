@@ -596,6 +596,10 @@ struct Pool {
     /// `PoolState::watching`, read without the lock: a thread stashes
     /// events only while a watcher can put them back.
     watched: AtomicBool,
+    /// Set by the watcher before it decides to sleep without a timeout,
+    /// read without the lock by a thread about to call the app with
+    /// something stashed (see [`Pool::wake_untimed_watcher`]).
+    may_sleep_untimed: AtomicBool,
 }
 
 struct PoolState {
@@ -621,6 +625,7 @@ static POOL: Pool = Pool {
     bench: Condvar::new(),
     ready: AtomicBool::new(false),
     watched: AtomicBool::new(false),
+    may_sleep_untimed: AtomicBool::new(false),
 };
 
 impl Pool {
@@ -666,8 +671,15 @@ impl Pool {
                 st.watching = true;
                 self.watched.store(true, Ordering::Relaxed);
                 loop {
-                    st.watch_untimed =
-                        st.listening && !shared.activity.busy_other_than(me) && !shared.activity.anything_stashed();
+                    let quiet = st.listening && !shared.activity.busy_other_than(me);
+                    if quiet {
+                        // Pairs with the fence in `wake_untimed_watcher`:
+                        // either this thread sees the stash, or the thread
+                        // that stashed sees this flag and wakes it.
+                        self.may_sleep_untimed.store(true, Ordering::Relaxed);
+                        std::sync::atomic::fence(Ordering::SeqCst);
+                    }
+                    st.watch_untimed = quiet && !shared.activity.anything_stashed();
                     st = if st.watch_untimed {
                         self.watch.wait(st).unwrap_or_else(|p| p.into_inner())
                     } else {
@@ -677,6 +689,7 @@ impl Pool {
                         }
                     };
                     st.watch_untimed = false;
+                    self.may_sleep_untimed.store(false, Ordering::Relaxed);
                     shared.activity.release_stuck_stashes(shared, me);
                     if free(&st) {
                         break;
@@ -692,6 +705,21 @@ impl Pool {
             st.benched += 1;
             st = self.bench.wait(st).unwrap_or_else(|p| p.into_inner());
             st.benched -= 1;
+        }
+    }
+
+    /// Called by a thread about to run the app with events stashed while a
+    /// watcher is there: a watcher asleep without a timeout (it saw the
+    /// listener in epoll, nobody busy and nothing stashed) is woken, so
+    /// that it puts them back if the app call is long. Otherwise they
+    /// waited for the listener's next event or the timer's 100 ms look.
+    fn wake_untimed_watcher(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.may_sleep_untimed.load(Ordering::Relaxed) {
+            let st = self.lock();
+            if st.watch_untimed {
+                self.watch.notify_one();
+            }
         }
     }
 
@@ -825,8 +853,12 @@ pub fn thread_main(shared: &Shared, me: usize) {
                 woke = Some(attached_since);
             }
             let Some(conn) = conn else { continue };
-            if !POOL.watched.load(Ordering::Relaxed) && shared.activity.anything_stashed() {
-                shared.activity.guard(shared);
+            if shared.activity.anything_stashed() {
+                if POOL.watched.load(Ordering::Relaxed) {
+                    POOL.wake_untimed_watcher();
+                } else {
+                    shared.activity.guard(shared);
+                }
             }
             let (slot, sock) = (conn.slot, conn.sock.clone());
             let started = woke.unwrap_or_else(Instant::now);
@@ -978,7 +1010,6 @@ fn hand_back(shared: &Shared, tokens: std::collections::VecDeque<u64>) {
 
 /// Writes the last of a response; returns the connection if it has more to do now.
 fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&mut Framed>, close: bool) -> Option<Box<Conn>> {
-    let timeouts = &shared.config.timeouts;
     if let Some(last) = last {
         let written = last
             .settle()
@@ -1007,24 +1038,35 @@ fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&mut Frame
         close_after_response(shared, conn);
         return None;
     }
-    if conn.discard.is_some() {
-        // What is left of an unread body: read and dropped by `drive`.
-        conn.sock.set_state(ConnState::Reading);
-        return Some(conn);
-    }
-    if conn.buf.is_empty() {
-        conn.sock.set_state(ConnState::Idle);
-        shared.registry.set_deadline(&conn.sock, timeouts.keep_alive);
+    if between_requests(shared, &conn) == ConnState::Idle {
         if conn.buf.capacity() > 64 * 1024 {
             conn.buf = Vec::new();
         }
         arm(shared, conn, EpollFlags::EPOLLIN);
         return None;
     }
-    // Pipelined: the next request is already (partly) here.
-    conn.sock.set_state(ConnState::Reading);
-    shared.registry.set_deadline(&conn.sock, timeouts.header);
+    // What is left of an unread body (read and dropped by `drive`), or
+    // the next request, pipelined: already (partly) here.
     Some(conn)
+}
+
+/// A response is out and the connection stays: what it waits for now.
+/// `Idle` with the keep-alive timeout if nothing came after the request;
+/// `Reading` if the rest of its body is to be dropped (`drive` sets the
+/// body's deadline) or the next head is (partly) here, with the head's.
+fn between_requests(shared: &Shared, conn: &Conn) -> ConnState {
+    let timeouts = &shared.config.timeouts;
+    let registry = &shared.registry;
+    if conn.discard.is_some() {
+        conn.sock.set_state(ConnState::Reading);
+        ConnState::Reading
+    } else if conn.buf.is_empty() {
+        registry.enter(&conn.sock, ConnState::Idle, timeouts.keep_alive);
+        ConnState::Idle
+    } else {
+        registry.enter(&conn.sock, ConnState::Reading, timeouts.header);
+        ConnState::Reading
+    }
 }
 
 /// App threads inside [`accept_unless_stopping`].
@@ -1208,14 +1250,13 @@ fn close_after_response(shared: &Shared, mut conn: Box<Conn>) {
     conn.linger = true;
     conn.discard = None;
     conn.buf = Vec::new();
-    conn.sock.set_state(ConnState::Linger);
     // A stop waits for it (it counts as busy), for a second at most: the
     // answer was sent, and a client still sending after that is not
     // reading it. (A stop used to skip the linger, and the kernel answered
     // the rest of an upload with a reset, which a client reports instead
     // of the answer.)
     let linger = if shared.stopping() { super::STOP_GRACE } else { LINGER };
-    shared.registry.set_deadline(&conn.sock, linger);
+    shared.registry.enter(&conn.sock, ConnState::Linger, linger);
     arm(shared, conn, EpollFlags::EPOLLIN);
 }
 
@@ -1391,8 +1432,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                         close_after_response(shared, conn);
                         return None;
                     }
-                    conn.sock.set_state(ConnState::Idle);
-                    shared.registry.set_deadline(&conn.sock, timeouts.keep_alive);
+                    between_requests(shared, &conn);
                 }
                 Ok(false) => {
                     wait_writable(shared, conn);
@@ -1409,12 +1449,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                 Ok(true) => {
                     let body = conn.discard.take().expect("discarding");
                     conn.buf = body.into_buffer();
-                    if conn.buf.is_empty() {
-                        conn.sock.set_state(ConnState::Idle);
-                        shared.registry.set_deadline(&conn.sock, timeouts.keep_alive);
-                    } else {
-                        shared.registry.set_deadline(&conn.sock, timeouts.header);
-                    }
+                    between_requests(shared, &conn);
                 }
                 Ok(false) => {
                     // The body's patience again: the read timeout since
@@ -1444,8 +1479,7 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                     conn.incomplete = false;
                     if was_empty {
                         // The head deadline runs from the request's first byte.
-                        conn.sock.set_state(ConnState::Reading);
-                        shared.registry.set_deadline(&conn.sock, timeouts.header);
+                        shared.registry.enter(&conn.sock, ConnState::Reading, timeouts.header);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1543,11 +1577,10 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
             }
             Ok(Need::Body(total)) => {
                 conn.want = total;
-                conn.sock.set_state(ConnState::Body);
                 // Past the head, the client gets the body's patience: the
                 // read timeout, counted from its last progress.
                 conn.incomplete = true;
-                shared.registry.set_deadline(&conn.sock, timeouts.read);
+                shared.registry.enter(&conn.sock, ConnState::Body, timeouts.read);
             }
             Err((status, reason, why)) => {
                 refuse(&conn, status, reason, &why);
@@ -1606,8 +1639,11 @@ fn serve(
 ) -> Option<Served> {
     let limits = &shared.config.limits;
     let timeouts = &shared.config.timeouts;
-    conn.sock.set_state(ConnState::Busy);
-    shared.registry.clear_deadline(&conn.sock);
+    if !shared.registry.begin_serving(&conn.sock) {
+        // A deadline or a stop cut it as the request completed.
+        close_conn(shared, conn);
+        return None;
+    }
     // Only the access log wants the wall clock.
     let wall_start = shared.access_log.as_ref().map(|_| std::time::SystemTime::now());
     let ThreadCache {

@@ -220,6 +220,29 @@ fn write_timeout_closes_a_parked_response_nobody_reads() {
     );
 }
 
+/// Regression: once a parked response tail went out, the connection was
+/// labelled idle with the keep-alive deadline, even when the start of a
+/// pipelined head was already in its buffer. The keep-alive timeout (and a
+/// graceful stop's grace for idle connections) then cut a request whose
+/// head was arriving within the header timeout.
+#[test]
+fn a_pipelined_head_after_a_parked_response_gets_the_header_timeout() {
+    let s = Server::start("big:app", &["--keep-alive", "1", "--header-timeout", "10"]);
+    let mut c = Client::from_stream(Stream::Tcp(small_window_connect(s.addr(), 64 * 1024)));
+    c.send(b"GET /list HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n");
+    s.expect_log("\"GET /list HTTP/1.1\" 200", Duration::from_secs(5));
+    let r = c.response();
+    crate::util::assert_same_body(&r.body, &crate::util::big_body(), "parked /list");
+    // Past the keep-alive timeout, well within the header timeout.
+    match c.read_to_end(Duration::from_secs(2)) {
+        Ending::Open(b) if b.is_empty() => {}
+        other => panic!("the half-sent second request was cut: {other:?}"),
+    }
+    c.send(b"\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+}
+
 /// A TCP connection whose receive buffer is `rcvbuf` bytes from the start.
 fn small_window_connect(addr: std::net::SocketAddr, rcvbuf: libc::c_int) -> std::net::TcpStream {
     use std::os::fd::FromRawFd;
