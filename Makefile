@@ -35,8 +35,9 @@ bench:
 
 # Needs nightly and cargo-fuzz; run by hand, not in CI.
 fuzz:
-	cd fuzz && $(CARGO) +nightly fuzz run request_head -- -max_total_time=60
-	cd fuzz && $(CARGO) +nightly fuzz run chunked -- -max_total_time=60
+	python3 fuzz/seed.py
+	cd fuzz && for t in request_head chunked control proxy response_head forwarded; do \
+		$(CARGO) +nightly fuzz run $$t -- -max_total_time=60 || exit 1; done
 
 # The man page and shell completions, from the clap definition.
 docs:

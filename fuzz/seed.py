@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Seeds fuzz/corpus/{request_head,chunked} from the test corpora in
-tests/corpus (gunicorn's requests and smuggler's Transfer-Encoding gadgets).
+tests/corpus (gunicorn's requests and smuggler's Transfer-Encoding gadgets),
+and fuzz/corpus/{response_head,forwarded} with a few typical inputs.
 fuzz/corpus is git-ignored: run this once before fuzzing."""
 import hashlib
 import json
@@ -48,3 +49,17 @@ for section in gadgets.values():
     for hexed in section["gadgets"].values():
         gadget = bytes.fromhex(hexed)
         save("request_head", b"POST / HTTP/1.1\r\n" + gadget + b"\r\nHost: x\r\n\r\n0\r\n\r\n")
+
+# response_head: status, then header names and values, split at 0xff.
+for parts in ([b"200 OK", b"Content-Type", b"text/plain", b"Content-Length", b"13"],
+              [b"404 Not Found", b"Set-Cookie", b"a=b; Path=/", b"X-Empty", b""],
+              [b"200 ", b"Content-Length", b" 007 ", b"X-Obs", b"caf\xc3\xa9\tx"]):
+    save("response_head", b"\xff".join(parts))
+
+# forwarded: a trusted list (first byte: one of the target's fixed lists, or
+# past them the text up to the first 0xff), then X-Forwarded-For values.
+for data in (b"\x02" + b"\xff".join([b"1.2.3.4, 127.0.0.1", b"127.0.0.1"]),
+             b"\x03" + b"\xff".join([b"unknown, 203.0.113.9:4711", b"10.0.0.2", b"[::1]:80"]),
+             b"\x04" + b"\xff".join([b"2001:db8::1", b"::ffff:10.1.1.1", b"https", b"on"]),
+             b"\x09" + b"\xff".join([b"10.0.0.0/8, ::1, *", b"198.51.100.7", b"10.9.9.9"])):
+    save("forwarded", data)
