@@ -1039,9 +1039,7 @@ fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&mut Frame
         return None;
     }
     if between_requests(shared, &conn) == ConnState::Idle {
-        if conn.buf.capacity() > 64 * 1024 {
-            conn.buf = Vec::new();
-        }
+        spare_buffer(std::mem::take(&mut conn.buf));
         arm(shared, conn, EpollFlags::EPOLLIN);
         return None;
     }
@@ -1218,10 +1216,11 @@ fn trusted(shared: &Shared, peer: &Peer) -> bool {
     peer.ip.is_none_or(|ip| shared.config.forwarded_allow_ips.contains(ip))
 }
 
-fn close_conn(shared: &Shared, conn: Box<Conn>) {
+fn close_conn(shared: &Shared, mut conn: Box<Conn>) {
     if conn.registered {
         let _ = shared.epoll.delete(conn.sock.fd.as_fd());
     }
+    spare_buffer(std::mem::take(&mut conn.buf));
     shared.registry.remove(conn.slot);
     drop(conn);
     shared.unpark_if_due(false);
@@ -1314,6 +1313,40 @@ fn arm(shared: &Shared, mut conn: Box<Conn>, flags: EpollFlags) {
 fn wait_writable(shared: &Shared, conn: Box<Conn>) {
     shared.registry.set_deadline(&conn.sock, shared.config.timeouts.write);
     arm(shared, conn, EpollFlags::EPOLLOUT);
+}
+
+/// Read buffers a thread keeps for the next connection it reads: one with
+/// nothing buffered gives its buffer back when it goes idle, so that a
+/// keep-alive connection waiting for its next request holds no memory
+/// (nginx does the same), and the buffers in use are as many as the
+/// requests in flight, not the connections open. Measured, hello, wrk
+/// -c32: the worker grew 180 kB under load, a 16 KiB buffer per
+/// connection; and 10,000 idle keep-alive connections held at least a page
+/// each.
+const SPARE_BUFFERS: usize = 8;
+
+thread_local! {
+    static SPARES: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer to read a connection into: a spare one, or a new (empty) one.
+fn take_spare_buffer() -> Vec<u8> {
+    SPARES.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Keeps `buf` for the next connection, unless enough are kept or it grew
+/// past what a head needs (a large body read whole).
+fn spare_buffer(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > 4 * READ_CHUNK {
+        return;
+    }
+    buf.clear();
+    SPARES.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_BUFFERS {
+            s.push(buf);
+        }
+    });
 }
 
 /// What a connection's buffer still lacks before its request can be served.
@@ -1466,6 +1499,9 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
         }
         if conn.buf.is_empty() || conn.incomplete {
             let was_empty = conn.buf.is_empty();
+            if conn.buf.capacity() == 0 {
+                conn.buf = take_spare_buffer();
+            }
             let chunk = READ_CHUNK.max(conn.want.saturating_sub(conn.buf.len()));
             match read_some(conn.sock.fd_borrow(), &mut conn.buf, chunk) {
                 Ok(0) => {
@@ -1483,6 +1519,9 @@ fn drive(shared: &Shared, mut conn: Box<Conn>) -> Option<Box<Conn>> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if was_empty {
+                        spare_buffer(std::mem::take(&mut conn.buf));
+                    }
                     arm(shared, conn, EpollFlags::EPOLLIN);
                     return None;
                 }
