@@ -5,7 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,37 +17,48 @@ use crate::proto::control::{ExitReason, Message, ToMaster, ToWorker, drain};
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
 /// Requests after which the worker retires; 0 for never.
 static MAX_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Whether a master replaces this worker when it retires (else it stops
+/// by itself).
+static SUPERVISED: AtomicBool = AtomicBool::new(false);
 /// The write side of the control socket, shared by the control thread and
 /// the app thread that serves the last request before retiring.
 static WRITER: OnceLock<Mutex<UnixStream>> = OnceLock::new();
+
+/// Sets max requests (0: never) before the first request is accepted;
+/// `supervised`: a master replaces this worker, else it stops by itself
+/// (for a supervisor such as systemd to restart).
+pub fn set_max_requests(max: u64, supervised: bool) {
+    SUPERVISED.store(supervised, Ordering::Relaxed);
+    MAX_REQUESTS.store(max, Ordering::Relaxed);
+}
 
 /// Counts a served request; the one that reaches max requests retires the
 /// worker at once, rather than at the control thread's next tick: asking
 /// the master for a successor, or, without a master, stopping gracefully.
 pub fn request_done() {
-    let served = REQUESTS.fetch_add(1, Ordering::Relaxed) + 1;
+    let served = REQUESTS.fetch_add(1, Ordering::SeqCst) + 1;
     let max = MAX_REQUESTS.load(Ordering::Relaxed);
-    if served != max {
+    if max == 0 || served != max {
         return;
     }
-    match WRITER.get() {
-        Some(_) => {
-            log::info!("served {served} requests (max {max}); asking to be replaced");
-            let _ = send_shared(&ToMaster::Exiting {
-                reason: ExitReason::MaxRequests,
-            });
-        }
-        None => {
-            log::info!("served {served} requests (max {max}); stopping");
-            raise(libc::SIGTERM);
-        }
+    if !SUPERVISED.load(Ordering::Relaxed) {
+        log::info!("served {served} requests (max {max}); stopping");
+        raise(libc::SIGTERM);
+        return;
+    }
+    // Pairs with the fence in `Control::start`: either the channel is seen
+    // here, or this request's count is seen there.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if WRITER.get().is_some() {
+        ask_to_retire(served, max);
     }
 }
 
-/// Without a master: stop by ourselves after `max` requests (for a
-/// supervisor such as systemd to restart).
-pub fn standalone_max_requests(max: u64) {
-    MAX_REQUESTS.store(max, Ordering::Relaxed);
+fn ask_to_retire(served: u64, max: u64) {
+    log::info!("served {served} requests (max {max}); asking to be replaced");
+    let _ = send_shared(&ToMaster::Exiting {
+        reason: ExitReason::MaxRequests,
+    });
 }
 
 const TICK: Duration = Duration::from_millis(100);
@@ -99,8 +110,15 @@ impl Control {
     pub fn start(mut self) -> io::Result<()> {
         send(&mut self.sock, &ToMaster::Booted)?;
         self.sock.set_read_timeout(Some(TICK.min(self.heartbeat / 2)))?;
-        MAX_REQUESTS.store(self.max_requests, Ordering::Relaxed);
         let _ = WRITER.set(Mutex::new(self.sock.try_clone()?));
+        // Requests served before the channel was up (the listeners open
+        // before it) may have reached the limit already: `request_done`
+        // left the asking to this.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let (served, max) = (REQUESTS.load(Ordering::SeqCst), self.max_requests);
+        if max != 0 && served >= max {
+            ask_to_retire(served, max);
+        }
         std::thread::Builder::new()
             .name("zibai-control".into())
             .spawn(move || self.run())?;

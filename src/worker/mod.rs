@@ -156,8 +156,12 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
     let access_log = config
         .access_log
         .then(|| crate::logging::access::AccessLog::new(config.access_log_format.clone(), config.access_log_json));
-    if !multiprocess {
-        control::standalone_max_requests(config.max_requests);
+    // Set before the first request can be accepted, so that every request
+    // counts (requests served before the control channel started used to
+    // carry the count past the limit, and the worker never retired).
+    match &role {
+        Role::Worker(c) => control::set_max_requests(c.max_requests, true),
+        Role::Single(_) => control::set_max_requests(config.max_requests, false),
     }
     let balance = match &role {
         Role::Worker(c) => c.balance.as_ref().and_then(|fd| join_balance(fd.as_fd(), threads)),

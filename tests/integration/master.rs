@@ -531,6 +531,32 @@ fn max_requests_recycling_under_load_with_zero_failures() {
     eprintln!("max requests under load: {report:?}");
 }
 
+/// Regression: a worker's listeners opened before its control channel
+/// started, and max requests was only set with the channel. Requests
+/// served in between carried the count past the limit, which was checked
+/// for equality, so under load a successor could skip it and never retire
+/// (found by review: one served 56,225 requests with --max-requests 3).
+#[test]
+fn max_requests_retires_every_successor_under_load() {
+    let s = start(&["-p", "1", "--max-requests", "1"]);
+    s.wait_workers(1, BOOT);
+    let load = Load::start_paced(s.addr(), "/", &[LoadMode::Fresh; 8], Duration::from_millis(1));
+    let want = 6;
+    let retired = wait_until(Duration::from_secs(30), || {
+        s.log_count("reached its max requests; replacing it") >= want
+    });
+    let report = load.stop();
+    assert!(
+        retired,
+        "{} of {want} workers retired within 30 s ({} requests served): {}",
+        s.log_count("reached its max requests"),
+        report.ok,
+        s.stderr()
+    );
+    assert_no_failures(&report);
+    assert!(!s.stderr().contains("early worker deaths"), "{}", s.stderr());
+}
+
 #[test]
 fn boot_failure_stops_the_master_with_code_4() {
     let done = Server::builder("zibai_missing_module:app")
