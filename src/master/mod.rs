@@ -50,6 +50,10 @@ const KILL_GRACE: Duration = Duration::from_secs(3);
 /// After a quick stop, how long workers get before SIGKILL.
 const QUICK_GRACE: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_millis(200);
+/// A loop that comes back this much later than its tick means the master
+/// itself did not run (stopped, frozen, blocked writing its log): that time
+/// does not count against the workers' heartbeats.
+const STALL: Duration = Duration::from_secs(1);
 
 struct Worker {
     id: u64,
@@ -71,6 +75,11 @@ struct Worker {
     stopped_booting: bool,
     killed: bool,
     requests: u64,
+    /// `--timeout` and `--graceful-exit-timeout` as the worker was started
+    /// with: it beats and stops by these, and a reload that changes them
+    /// applies to its successors only.
+    timeout: Option<Duration>,
+    graceful_exit_timeout: Duration,
 }
 
 impl Worker {
@@ -83,6 +92,13 @@ impl Worker {
     fn stop_booting(&mut self) {
         self.signal(Signal::SIGTERM);
         self.stopped_booting = true;
+    }
+
+    /// Running, and silent for longer than its `--timeout`.
+    fn beat_overdue(&self, now: Instant) -> bool {
+        self.state == State::Running
+            && self.aborted.is_none()
+            && self.timeout.is_some_and(|t| now.duration_since(self.last_beat) > t)
     }
 
     fn view(&self) -> WorkerView {
@@ -145,6 +161,8 @@ pub struct Master {
     /// The accept-balancing table the workers share, and its fd for them
     /// (none where it could not be made).
     balance: Option<(balance::Table, std::os::fd::OwnedFd)>,
+    /// When `check_deadlines` last ran (see [`STALL`]).
+    last_check: Instant,
 }
 
 fn random_up_to(max: u64) -> u64 {
@@ -214,6 +232,7 @@ impl Master {
             halt: None,
             new_master: None,
             old_master: None,
+            last_check: Instant::now(),
         })
     }
 
@@ -374,6 +393,8 @@ impl Master {
             stopped_booting: false,
             killed: false,
             requests: 0,
+            timeout: self.config.timeout,
+            graceful_exit_timeout: self.config.graceful_exit_timeout,
         });
         self.next_id += 1;
         Ok(())
@@ -492,7 +513,12 @@ impl Master {
                             log::warn!("-p 0 (a single process) applies only at start; keeping 1 worker");
                         }
                         self.config = r.config;
-                        self.desired = self.config.subprocess.max(1);
+                        // After WINCH the new master serves: a reload here
+                        // (systemd still sees this master until TERM) must
+                        // not bring this one's workers back beside it.
+                        if !(self.new_master.is_some() && self.desired == 0) {
+                            self.desired = self.config.subprocess.max(1);
+                        }
                         crate::logging::set_level(self.config.log_level);
                     }
                     Err(e) => log::error!("Cannot reload the configuration, keeping the current one: {e}"),
@@ -556,7 +582,13 @@ impl Master {
                 log::info!("{why}: stopping gracefully");
                 // Workers enforce the graceful timeout themselves; this is
                 // the backstop for one that does not.
-                let kill_at = now + self.config.graceful_exit_timeout + KILL_GRACE;
+                let longest = self
+                    .workers
+                    .iter()
+                    .map(|w| w.graceful_exit_timeout)
+                    .max()
+                    .unwrap_or(self.config.graceful_exit_timeout);
+                let kill_at = now + longest + KILL_GRACE;
                 self.stopping = Some(Stopping::Graceful { kill_at });
             }
             (None | Some(Stopping::Graceful { .. }), false) => {
@@ -690,6 +722,27 @@ impl Master {
     /// Timeouts: boot and heartbeat, and the stop backstop.
     fn check_deadlines(&mut self) {
         let now = Instant::now();
+        let gap = now.saturating_duration_since(self.last_check);
+        self.last_check = now;
+        if gap > TICK + STALL {
+            // Heartbeats could not be read meanwhile: judging them now
+            // aborted every healthy worker at once.
+            log::warn!(
+                "The master did not run for {:.1?} (stopped, or blocked writing its log); \
+                 heartbeat deadlines exclude that time",
+                gap
+            );
+            for w in &mut self.workers {
+                w.last_beat = (w.last_beat + gap).min(now);
+            }
+        }
+        // Beats that came while the loop was busy elsewhere count before
+        // any worker is judged hung.
+        if self.workers.iter().any(|w| w.beat_overdue(now)) {
+            for i in 0..self.workers.len() {
+                self.read_worker(i);
+            }
+        }
         // A worker started since the last early death that has served for
         // EARLY_DEATH ends the run: the next one, maybe hours later, starts
         // a new count (it used to inherit the old run's longest delay).
@@ -730,7 +783,7 @@ impl Master {
                 continue;
             }
             // A worker told to stop has its graceful timeout, and a little.
-            let stop_backstop = self.config.graceful_exit_timeout + KILL_GRACE;
+            let stop_backstop = w.graceful_exit_timeout + KILL_GRACE;
             if w.state == State::Stopping
                 && !w.killed
                 && w.stop_sent.is_some_and(|at| now.duration_since(at) > stop_backstop)
@@ -742,7 +795,7 @@ impl Master {
             }
             let overdue = match w.state {
                 State::Booting => now.duration_since(w.started) > self.config.boot_timeout,
-                State::Running => self.config.timeout.is_some_and(|t| now.duration_since(w.last_beat) > t),
+                State::Running => w.beat_overdue(now),
                 State::Stopping => false,
             };
             if overdue {

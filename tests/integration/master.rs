@@ -407,6 +407,54 @@ fn a_short_timeout_leaves_healthy_workers_alone() {
     assert!(!s.stderr().contains("timed out"), "{}", s.stderr());
 }
 
+/// Regression (found by review): heartbeats are read by the master's
+/// loop, so a master that did not run for longer than --timeout (stopped,
+/// frozen with its container, blocked on a full log pipe) found every
+/// beat stale and aborted every healthy worker at once. `group`: the
+/// workers are stopped with it (the whole service frozen), so no beat
+/// waits in their sockets either.
+fn a_stalled_master_leaves_healthy_workers_alone(group: bool) {
+    let s = start(&["-p", "2", "--timeout", "1"]);
+    let workers = s.wait_workers(2, BOOT);
+    let mut stopped = vec![s.pid()];
+    if group {
+        stopped.extend(&workers);
+    }
+    for &pid in &stopped {
+        kill(pid, libc::SIGSTOP);
+    }
+    // The stall itself, three timeouts long (not a wait for an event).
+    std::thread::sleep(Duration::from_secs(3));
+    for &pid in stopped.iter().rev() {
+        kill(pid, libc::SIGCONT);
+    }
+    // The first check after the stall either aborts the workers (the bug)
+    // or says it excluded the stall.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let log = s.stderr();
+            log.contains("did not run for") || log.contains("timed out")
+        }),
+        "{}",
+        s.stderr()
+    );
+    assert!(!s.stderr().contains("timed out"), "{}", s.stderr());
+    let served: BTreeSet<i32> = (0..20).map(|_| pid_in(&s.get("/").text())).collect();
+    assert!(served.iter().all(|p| workers.contains(p)), "{served:?} vs {workers:?}");
+    assert_eq!(s.workers().len(), 2);
+    assert!(!s.stderr().contains("timed out"), "{}", s.stderr());
+}
+
+#[test]
+fn a_stopped_master_leaves_healthy_workers_alone() {
+    a_stalled_master_leaves_healthy_workers_alone(false);
+}
+
+#[test]
+fn a_frozen_service_leaves_healthy_workers_alone() {
+    a_stalled_master_leaves_healthy_workers_alone(true);
+}
+
 #[test]
 fn stopped_worker_is_killed_after_timeout_and_replaced() {
     let s = start(&["-p", "1", "--timeout", "2"]);
@@ -605,6 +653,34 @@ fn a_reload_that_cannot_load_the_app_keeps_the_old_workers_serving() {
     });
     assert!(reloaded, "the reload did not complete: workers {now:?}\n{}", s.stderr());
     assert!(now.contains(&pid_in(&s.get("/").text())));
+}
+
+/// Regression (found by review): a reload that changed --timeout applied
+/// it to the old workers too, which beat and stop by the values they were
+/// started with: lowering it aborted old workers still serving while their
+/// successors booted. Here the successors cannot load the app, so the old
+/// workers serve on, beating once a second, under a new 0.5 s timeout.
+#[test]
+fn a_reload_applies_a_new_timeout_to_new_workers_only() {
+    let dir = TempDir::new("timeout-reload");
+    let conf = dir.path().join("z.toml");
+    std::fs::write(&conf, "timeout = 30\n").unwrap();
+    let s = Server::start("broken_deploy:app", &["-p", "1", "--config", conf.to_str().unwrap()]);
+    let old = s.wait_workers(1, BOOT);
+    std::fs::write(s.tmp().join("broken"), "").unwrap();
+    std::fs::write(&conf, "timeout = 0.5\n").unwrap();
+    s.signal(libc::SIGHUP);
+    let failed = "could not load the app; the 1 serving worker(s) go on serving";
+    // Five failed boots, with the back-off between them (0, 0.1, 0.2 and
+    // 0.4 s, plus the boots): well over a second of the old worker serving
+    // under the new configuration.
+    assert!(
+        wait_until(BOOT, || s.log_count(failed) >= 5),
+        "no second attempt:\n{}",
+        s.stderr()
+    );
+    assert!(!s.stderr().contains("timed out"), "{}", s.stderr());
+    assert_eq!(pid_in(&s.get("/").text()), old[0]);
 }
 
 /// At the start a worker that cannot boot stops the server even when

@@ -1236,6 +1236,31 @@ fn usr2_upgrade_rolls_back_when_the_new_master_is_stopped() {
     );
 }
 
+/// Regression (found by review): a HUP to the old master after WINCH
+/// (systemd still sees it as the service until its TERM: `systemctl
+/// reload`, or --watchfiles) brought its workers back beside the new
+/// master's.
+#[test]
+fn usr2_upgrade_a_reload_after_winch_keeps_the_old_master_idle() {
+    let dir = TempDir::new("upgrade");
+    let file = dir.path().join("m.pid");
+    let s = Server::builder("pids:app")
+        .args(["-p", "2", "--pid", file.to_str().unwrap()])
+        .start();
+    let old = s.wait_workers(2, BOOT);
+    let (new_master, new, _strays) = upgrade(&s, &old, &file);
+    winch(&s, &old);
+    let booted = s.log_count("Booting worker");
+    s.signal(libc::SIGHUP);
+    s.expect_log("Received SIGHUP", STOP);
+    // Workers would be spawned at once; give it a few ticks.
+    let respawned = wait_until(Duration::from_secs(2), || {
+        s.log_count("Booting worker") > booted || !s.workers().is_empty()
+    });
+    assert!(!respawned, "the old master started workers again:\n{}", s.stderr());
+    assert_eq!(workers_of(new_master), new, "the new master's workers changed");
+}
+
 #[test]
 fn usr2_upgrade_new_master_removes_the_unix_socket_at_exit() {
     // Without an upgrade the master removes the socket file it created at
