@@ -38,10 +38,28 @@ fn set_name(name: &std::ffi::CStr) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
-fn run(config: Config, start: Start) -> anyhow::Result<ExitCode> {
+/// Asks the kernel again for SIGTERM when the master dies: the master set
+/// it before exec, and switching user or group (--user, --group) clears it,
+/// which left a worker still importing the app (it reads its control
+/// socket, whose end would also tell, only once booted) running after a
+/// master killed with SIGKILL, holding the listening sockets.
+fn die_with(master: nix::unistd::Pid) -> anyhow::Result<()> {
+    // SAFETY: prctl with an integer signal number; no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } == -1 {
+        return Err(std::io::Error::last_os_error()).context("PR_SET_PDEATHSIG");
+    }
+    // It may have died before the request took effect.
+    if nix::unistd::getppid() != master {
+        anyhow::bail!("the master exited while this worker started");
+    }
+    Ok(())
+}
+
+fn run(config: Config, start: Start, parent: nix::unistd::Pid) -> anyhow::Result<ExitCode> {
     match start {
         Start::Worker(inherited) => {
             set_name(c"zibai: worker");
+            die_with(parent)?;
             let listeners = inherited
                 .listeners
                 .iter()
@@ -129,6 +147,8 @@ fn main() -> ExitCode {
     // The master's resolved configuration, read and removed before any
     // thread exists (the app must not see it). `zibai` always passes it.
     let resolved = std::env::var(RESOLVED_ENV).ok();
+    // The master, for a worker (read before anything else can take time).
+    let parent = nix::unistd::getppid();
     let check = std::env::var_os(CHECK_APP_ENV).is_some();
     // SAFETY: no other thread exists yet, so nothing reads the environment
     // concurrently.
@@ -147,7 +167,9 @@ fn main() -> ExitCode {
         Err(e) => Err(e),
         Ok(config) => match spawn::start() {
             None => Err(anyhow::anyhow!("zibai-worker is started by zibai; run `zibai --help`")),
-            Some(start) => start.context("bad worker environment").and_then(|s| run(config, s)),
+            Some(start) => start
+                .context("bad worker environment")
+                .and_then(|s| run(config, s, parent)),
         },
     };
     match result {

@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::util::{Client, Kv, Response, Server, Stream, Target, TempDir, wait_until};
+use crate::util::{Client, Kv, Response, Server, Stream, Target, TempDir, proc_gone, wait_until};
 
 /// How long a poll for a log line, a file or a worker may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -1425,6 +1425,47 @@ fn user_and_group_switch_the_workers_not_the_master() {
     assert_eq!(assert_ids(&s, n.uid, n.group_gid), workers[0]);
     assert_eq!(proc_ids(workers[0]), (n.uid, n.group_gid));
     assert_eq!(proc_ids(s.pid()), (0, 0), "the master must stay root");
+}
+
+/// Regression (found by review): switching to --user/--group clears the
+/// parent-death signal the master sets, and a worker reads its control
+/// socket only once booted. A worker still importing the app (here for
+/// 30 s) outlived a master killed with SIGKILL, holding the listening
+/// socket, so a restarted server could not bind it.
+#[test]
+fn a_worker_switched_to_another_user_dies_with_its_master() {
+    let Some(n) = nobody("a_worker_switched_to_another_user_dies_with_its_master") else {
+        return;
+    };
+    let s = Server::builder("slow_import:app")
+        .args([
+            "-p",
+            "1",
+            "--user",
+            "nobody",
+            "--group",
+            &n.group_name,
+            "--boot-timeout",
+            "60",
+        ])
+        .start_without_waiting();
+    let mut worker = 0;
+    assert!(
+        wait_until(WAIT, || match s.workers().first() {
+            Some(&w) if proc_ids(w).0 == n.uid => {
+                worker = w;
+                true
+            }
+            _ => false,
+        }),
+        "no worker running as nobody: {}",
+        s.stderr()
+    );
+    s.signal(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(5), || proc_gone(worker)),
+        "worker {worker} outlived its master"
+    );
 }
 
 /// `whoami_app:app` in `dir`: prints the uid it is imported as.
