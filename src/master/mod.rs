@@ -54,6 +54,12 @@ const TICK: Duration = Duration::from_millis(200);
 /// itself did not run (stopped, frozen, blocked writing its log): that time
 /// does not count against the workers' heartbeats.
 const STALL: Duration = Duration::from_secs(1);
+/// Workers that died while loading the app at the start without saying
+/// why (killed by a signal: a crash in a C extension, the OOM killer; or
+/// `os._exit`) before the server stops, as it does at once for an app that
+/// raises. Fewer are retried with the back-off (a run of early deaths that
+/// ends: 0 to 0.8 s apart).
+const BOOT_DEATHS: u32 = 5;
 
 struct Worker {
     id: u64,
@@ -148,6 +154,8 @@ pub struct Master {
     generation: u64,
     next_id: u64,
     crashes: u32,
+    /// Workers that died while loading the app before the start was over.
+    boot_deaths: u32,
     /// When the last of those early deaths was.
     last_crash: Option<Instant>,
     next_spawn: Instant,
@@ -226,6 +234,7 @@ impl Master {
             generation: 0,
             next_id: 1,
             crashes: 0,
+            boot_deaths: 0,
             last_crash: None,
             next_spawn: Instant::now(),
             stopping: None,
@@ -245,11 +254,10 @@ impl Master {
             read,
             write,
             SignalOnly,
-            [
-                SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
-            ],
+            [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD],
         )
         .map_err(|e| MasterError::Setup(format!("signals: {e}")))?;
+        let mut scaling = Scaling::register().map_err(|e| MasterError::Setup(format!("signals: {e}")))?;
         for l in &self.listeners {
             log::info!("Listening on {}", l.display());
         }
@@ -277,7 +285,7 @@ impl Master {
             }
             self.announcer.tick();
             self.check_old_master();
-            self.wait(&mut signals)?;
+            self.wait(&mut signals, &mut scaling)?;
         }
     }
 
@@ -401,9 +409,16 @@ impl Master {
     }
 
     /// Waits for a signal, a worker message, or the next tick.
-    fn wait(&mut self, signals: &mut SignalDelivery<UnixStream, SignalOnly>) -> Result<(), MasterError> {
+    fn wait(
+        &mut self,
+        signals: &mut SignalDelivery<UnixStream, SignalOnly>,
+        scaling: &mut Scaling,
+    ) -> Result<(), MasterError> {
         let sig_fd = signals.get_read().as_fd();
-        let mut fds = vec![PollFd::new(sig_fd, PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(sig_fd, PollFlags::POLLIN),
+            PollFd::new(scaling.read.as_fd(), PollFlags::POLLIN),
+        ];
         let socks: Vec<usize> = (0..self.workers.len())
             .filter(|&i| self.workers[i].control.is_some())
             .collect();
@@ -418,7 +433,7 @@ impl Master {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(MasterError::Setup(format!("poll: {e}"))),
         }
-        let ready: Vec<usize> = fds[1..]
+        let ready: Vec<usize> = fds[2..]
             .iter()
             .zip(&socks)
             .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
@@ -433,7 +448,26 @@ impl Master {
         for sig in pending {
             self.on_signal(sig);
         }
+        for up in scaling.drain() {
+            self.scale(up);
+        }
         Ok(())
+    }
+
+    /// TTIN (`up`) or TTOU, once per signal delivered.
+    fn scale(&mut self, up: bool) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if up {
+            self.desired += 1;
+            log::info!("Received SIGTTIN: {} workers", self.desired);
+        } else {
+            if self.desired > 1 {
+                self.desired -= 1;
+            }
+            log::info!("Received SIGTTOU: {} workers", self.desired);
+        }
     }
 
     fn read_worker(&mut self, i: usize) {
@@ -530,16 +564,6 @@ impl Master {
                 log::info!("Received SIGHUP: replacing every worker, one at a time");
                 self.announcer.reloading();
                 self.settled = false;
-            }
-            SIGTTIN if self.stopping.is_none() => {
-                self.desired += 1;
-                log::info!("Received SIGTTIN: {} workers", self.desired);
-            }
-            SIGTTOU if self.stopping.is_none() => {
-                if self.desired > 1 {
-                    self.desired -= 1;
-                }
-                log::info!("Received SIGTTOU: {} workers", self.desired);
             }
             SIGUSR2 if self.stopping.is_none() && self.new_master.is_none() && self.old_master.is_none() => {
                 log::info!("Received SIGUSR2: starting a new master from the binary on disk");
@@ -696,6 +720,21 @@ impl Master {
                 ));
                 continue;
             }
+            if w.state == State::Booting && !expected && self.stopping.is_none() && !self.served {
+                // Retried forever with the back-off, this kept `--daemon`
+                // (which waits for the start) from ever returning.
+                self.boot_deaths += 1;
+                if self.boot_deaths >= BOOT_DEATHS {
+                    let code = supervise::WORKER_BOOT_ERROR;
+                    log::error!(
+                        "{} workers died while loading the app, the last one {what}; shutting down (exit code {code})",
+                        self.boot_deaths
+                    );
+                    self.halt = Some(code);
+                    self.stop(true, "Workers keep dying while loading the app");
+                    continue;
+                }
+            }
             if !expected && w.started.elapsed() < EARLY_DEATH {
                 let delay = self.note_crash();
                 if !delay.is_zero() {
@@ -817,6 +856,74 @@ impl Master {
     }
 }
 
+/// TTIN and TTOU, counted: each delivery writes one byte (`+` or `-`) to a
+/// socket of their own, in order. Through the iterator every other signal
+/// goes through, signals that arrive before the loop reads them are
+/// merged, and `kill -TTIN` six times in a row added one worker, not six
+/// (gunicorn queues them too).
+struct Scaling {
+    read: UnixStream,
+    /// The handlers write here; open for as long as they are registered.
+    _write: UnixStream,
+    ids: [signal_hook::SigId; 2],
+}
+
+impl Scaling {
+    fn register() -> io::Result<Scaling> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&write);
+        let mut ids = Vec::with_capacity(2);
+        for (sig, byte) in [(SIGTTIN, b'+'), (SIGTTOU, b'-')] {
+            let handler = move || {
+                // SAFETY: send(2) is async-signal-safe; `fd` stays open
+                // while the handler is registered (Scaling owns it and
+                // unregisters on drop), and MSG_DONTWAIT never blocks: a
+                // full socket drops the byte (thousands unread first).
+                unsafe {
+                    libc::send(
+                        fd,
+                        (&byte as *const u8).cast(),
+                        1,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    );
+                }
+            };
+            // SAFETY: the handler only calls send(2) (see above).
+            ids.push(unsafe { signal_hook::low_level::register(sig, handler) }?);
+        }
+        Ok(Scaling {
+            read,
+            _write: write,
+            ids: [ids[0], ids[1]],
+        })
+    }
+
+    /// The scaling signals delivered since the last call, in order: true
+    /// for TTIN.
+    fn drain(&mut self) -> Vec<bool> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            match self.read.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend(buf[..n].iter().map(|&b| b == b'+')),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        got
+    }
+}
+
+impl Drop for Scaling {
+    fn drop(&mut self) {
+        for id in self.ids {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
 /// Removes unix socket files the master created.
 pub fn cleanup(listeners: &[Listener]) {
     for l in listeners {
@@ -847,5 +954,24 @@ impl Drop for Master {
                 p.remove();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each TTIN and TTOU delivered counts, in order. Through the signal
+    /// iterator, signals delivered before the loop read them were merged
+    /// into one (raise() delivers before it returns, as a signal from
+    /// another process does while the loop is busy).
+    #[test]
+    fn every_scaling_signal_counts_in_order() {
+        let mut scaling = Scaling::register().unwrap();
+        for sig in [SIGTTIN, SIGTTIN, SIGTTOU, SIGTTIN] {
+            signal_hook::low_level::raise(sig).unwrap();
+        }
+        assert_eq!(scaling.drain(), [true, true, false, true]);
+        assert!(scaling.drain().is_empty());
     }
 }

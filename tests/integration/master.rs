@@ -196,6 +196,37 @@ fn a_burst_of_connections_is_spread_over_the_workers() {
     panic!("three runs in a row where a worker did not get to run for 5 ms");
 }
 
+/// Whether `sig` is pending for process `pid` (sent, not yet delivered).
+fn signal_pending(pid: i32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let bit = 1u64 << (sig - 1);
+    status
+        .lines()
+        .filter(|l| l.starts_with("ShdPnd:") || l.starts_with("SigPnd:"))
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .any(|mask| mask & bit != 0)
+}
+
+/// Regression (found by review): TTINs delivered before the master's loop
+/// read them were merged into one, so four TTINs in a row added fewer
+/// workers (it failed 2 runs of 3). Each is sent once the last was
+/// delivered (the kernel
+/// itself merges a signal still pending), without waiting for the loop.
+#[test]
+fn ttin_signals_in_a_row_each_add_a_worker() {
+    let s = start(&["-p", "1"]);
+    s.wait_workers(1, BOOT);
+    for _ in 0..4 {
+        s.signal(libc::SIGTTIN);
+        assert!(
+            wait_until(Duration::from_secs(5), || !signal_pending(s.pid(), libc::SIGTTIN)),
+            "TTIN not delivered"
+        );
+    }
+    s.wait_workers(5, BOOT);
+    s.expect_log("Received SIGTTIN: 5 workers", Duration::from_secs(5));
+}
+
 #[test]
 fn ttin_adds_and_ttou_removes() {
     let s = start(&["-p", "2"]);
@@ -209,7 +240,8 @@ fn ttin_adds_and_ttou_removes() {
     );
     assert!(s.stderr().contains("Received SIGTTIN: 3 workers"));
 
-    // One signal at a time: the same signal twice in a row may be merged.
+    // One signal at a time: the kernel merges a signal sent while the same
+    // one is still pending.
     for want in [2, 1] {
         let before = s.log_count("Received SIGTTOU");
         s.signal(libc::SIGTTOU);
@@ -653,6 +685,24 @@ fn a_reload_that_cannot_load_the_app_keeps_the_old_workers_serving() {
     });
     assert!(reloaded, "the reload did not complete: workers {now:?}\n{}", s.stderr());
     assert!(now.contains(&pid_in(&s.get("/").text())));
+}
+
+/// Regression (found by review): a worker killed by a signal while loading
+/// the app at the start (not an exception, which exits 4) was retried
+/// forever with the back-off, and `zibai --daemon` never returned. After
+/// five such deaths before anything served, the server stops with code 3.
+#[test]
+fn workers_killed_while_loading_the_app_at_the_start_stop_the_server() {
+    let done = Server::builder("killed_at_import:app")
+        .args(["-p", "1"])
+        .run_to_exit(Duration::from_secs(20));
+    assert_failed(
+        &done,
+        Some(3),
+        &["5 workers died while loading the app, the last one was killed by SIGKILL"],
+    );
+    let boots = done.stderr.matches("Booting worker").count();
+    assert_eq!(boots, 5, "{}", done.stderr);
 }
 
 /// Regression (found by review): a reload that changed --timeout applied
