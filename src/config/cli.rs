@@ -260,7 +260,8 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, help_heading = "Timeouts")]
     pub read_timeout: f64,
 
-    /// Seconds to wait for a client to accept more of a response
+    /// Seconds a client may take no part of a response (one that reads
+    /// slowly but steadily is waited for)
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, help_heading = "Timeouts")]
     pub write_timeout: f64,
 }

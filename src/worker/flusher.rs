@@ -29,7 +29,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::io::write_now;
+use super::io::{Progress, write_now};
 use super::registry::ConnSocket;
 
 /// Queued bytes from which the app thread writes them itself, waiting for
@@ -266,8 +266,9 @@ fn write_from(fd: std::os::fd::BorrowedFd<'_>, out: &[u8], pos: &mut usize) -> i
 struct Stalled {
     stream: Arc<Stream>,
     stall: u64,
-    /// The write timeout since the stall.
+    /// The write timeout since the stall, or the client's last progress.
     deadline: Instant,
+    progress: Progress,
 }
 
 struct Flusher {
@@ -351,10 +352,12 @@ impl Flusher {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.flush())) {
                     Ok(Some(stall)) => {
                         let deadline = Instant::now() + s.timeout;
+                        let progress = Progress::sample(s.sock.fd_borrow());
                         stalled.push(Stalled {
                             stream: s,
                             stall,
                             deadline,
+                            progress,
                         });
                     }
                     Ok(None) => {}
@@ -403,13 +406,16 @@ impl Flusher {
         }
         let now = Instant::now();
         let mut i = 0;
-        stalled.retain(|s| {
+        stalled.retain_mut(|s| {
             i += 1;
             if !s.stream.stalled_in(s.stall) {
                 false
             } else if revents[i] {
                 work.push(s.stream.clone());
                 false
+            } else if now >= s.deadline && s.progress.advanced(s.stream.sock.fd_borrow()) {
+                s.deadline = now + s.stream.timeout;
+                true
             } else if now >= s.deadline {
                 s.stream.time_out(s.stall);
                 false

@@ -58,6 +58,72 @@ pub fn wait_ready(fd: BorrowedFd<'_>, flags: PollFlags, deadline: Instant) -> io
     }
 }
 
+/// Bytes the kernel holds for `fd` that the peer has not taken yet
+/// (SIOCOUTQ: unsent and unacknowledged); 0 if it cannot tell.
+pub fn unacked(fd: BorrowedFd<'_>) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through a valid pointer; the fd is
+    // borrowed, so open for the call.
+    let rc = unsafe { libc::ioctl(fd_raw(fd), libc::TIOCOUTQ, &mut n) };
+    if rc == 0 { n.max(0) as usize } else { 0 }
+}
+
+/// What the client must take from a full socket within the write timeout
+/// for the wait to go on.
+pub const MIN_PROGRESS: usize = 4096;
+
+/// The write timeout's measure of progress while a socket stays full.
+/// Writable is only signalled once a good part of the send buffer is free
+/// again (half of what it holds, and the kernel grows it to megabytes), so
+/// a client reading steadily at tens of kB/s never let a write through
+/// within the timeout and was cut off mid-download. What it took from the
+/// socket counts as well: at least [`MIN_PROGRESS`] bytes since the last
+/// progress give the wait another timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    queued: usize,
+}
+
+impl Progress {
+    /// Notes what `fd` holds now, as the wait for it begins.
+    pub fn sample(fd: BorrowedFd<'_>) -> Progress {
+        Progress { queued: unacked(fd) }
+    }
+
+    /// At the deadline: whether the client took at least [`MIN_PROGRESS`]
+    /// (or all) of what the socket held; if so, counts from here.
+    pub fn advanced(&mut self, fd: BorrowedFd<'_>) -> bool {
+        let now = unacked(fd);
+        let taken = self.queued.saturating_sub(now);
+        if taken >= MIN_PROGRESS || (taken > 0 && now == 0) {
+            self.queued = now;
+            return true;
+        }
+        false
+    }
+}
+
+/// Waits until `fd` takes more, for `timeout` since the last progress
+/// (`deadline`): a write it accepted, or what the client took meanwhile
+/// (see [`Progress`]). `progress` is sampled on the first wait since the
+/// last write.
+fn wait_to_write(
+    fd: BorrowedFd<'_>,
+    deadline: &mut Instant,
+    progress: &mut Option<Progress>,
+    timeout: Duration,
+) -> io::Result<()> {
+    let p = progress.get_or_insert_with(|| Progress::sample(fd));
+    loop {
+        match wait_ready(fd, PollFlags::POLLOUT, *deadline) {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && p.advanced(fd) => {
+                *deadline = Instant::now() + timeout;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Reads at least one byte, waiting at most `timeout` for it.
 pub fn read_blocking(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, chunk: usize, timeout: Duration) -> io::Result<usize> {
     let deadline = Instant::now() + timeout;
@@ -89,14 +155,18 @@ fn skip_empty(slices: &mut &mut [IoSlice<'_>]) {
 pub fn write_all(fd: BorrowedFd<'_>, mut slices: &mut [IoSlice<'_>], timeout: Duration) -> io::Result<()> {
     skip_empty(&mut slices);
     let mut deadline = Instant::now() + timeout;
+    let mut progress = None;
     while !slices.is_empty() {
         match writev(fd, slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 IoSlice::advance_slices(&mut slices, n);
                 deadline = Instant::now() + timeout;
+                progress = None;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_ready(fd, PollFlags::POLLOUT, deadline)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_to_write(fd, &mut deadline, &mut progress, timeout)?
+            }
             Err(e) => return Err(e),
         }
     }
@@ -157,6 +227,7 @@ pub fn sendfile_all(
 ) -> io::Result<u64> {
     let mut sent = 0;
     let mut deadline = Instant::now() + timeout;
+    let mut progress = None;
     while len > 0 {
         let count = len.min(1 << 30) as usize;
         match nix::sys::sendfile::sendfile(sock, file, Some(&mut offset), count) {
@@ -165,11 +236,106 @@ pub fn sendfile_all(
                 len -= n as u64;
                 sent += n as u64;
                 deadline = Instant::now() + timeout;
+                progress = None;
             }
             Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => wait_ready(sock, PollFlags::POLLOUT, deadline)?,
+            Err(Errno::EAGAIN) => wait_to_write(sock, &mut deadline, &mut progress, timeout)?,
             Err(e) => return Err(e.into()),
         }
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use nix::sys::socket::{setsockopt, sockopt};
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A loopback TCP connection whose sending end has a fixed 64 KiB send
+    /// buffer (the kernel doubles it) and whose receiving end a small
+    /// receive buffer, so that what is written waits in the sender's queue.
+    pub(crate) fn small_pair() -> (TcpStream, TcpStream) {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, connect, socket};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(addr) = l.local_addr().unwrap() else {
+            unreachable!("bound to an IPv4 address")
+        };
+        // The receive buffer before connecting: the window is agreed then.
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
+        connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(addr)).unwrap();
+        let b = TcpStream::from(fd);
+        let (a, _) = l.accept().unwrap();
+        setsockopt(&a, sockopt::SndBuf, &65536).unwrap();
+        a.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    /// A client that takes 4 KiB every 50 ms (80 kB/s) until the end.
+    fn slow_reader(mut b: TcpStream) -> std::thread::JoinHandle<usize> {
+        std::thread::spawn(move || {
+            let mut total = 0;
+            let mut buf = [0u8; 4096];
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                match b.read(&mut buf) {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+    }
+
+    /// Regression (found by review): the write timeout counted only writes
+    /// the socket accepted, and TCP signals writable only once the free
+    /// part of the send buffer is half what it holds, so a client reading
+    /// steadily but slowly was cut off mid-response. With the buffer grown
+    /// to 4 MB, a 45 kB/s reader frees that in 45 s: downloads were cut at
+    /// the 30 s default. Here: 128 KiB of buffer, an 80 kB/s reader, a
+    /// 300 ms timeout.
+    #[test]
+    fn a_slow_but_steady_reader_is_not_timed_out() {
+        let (a, b) = small_pair();
+        let reader = slow_reader(b);
+        let data = vec![7u8; 256 * 1024];
+        let started = Instant::now();
+        let r = write_all(a.as_fd(), &mut [IoSlice::new(&data)], Duration::from_millis(300));
+        assert!(r.is_ok(), "{r:?} after {:?}", started.elapsed());
+        drop(a);
+        assert_eq!(reader.join().unwrap(), data.len());
+    }
+
+    /// One that stops reading is still cut at the timeout.
+    #[test]
+    fn a_reader_that_stopped_is_timed_out() {
+        let (a, b) = small_pair();
+        let data = vec![7u8; 256 * 1024];
+        let started = Instant::now();
+        let r = write_all(a.as_fd(), &mut [IoSlice::new(&data)], Duration::from_millis(300));
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(b);
+    }
+
+    #[test]
+    fn progress_counts_what_the_peer_took() {
+        let (a, mut b) = small_pair();
+        let data = vec![7u8; 256 * 1024];
+        let mut slices = [IoSlice::new(&data)];
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        assert!(!write_now(a.as_fd(), &mut rest).unwrap(), "the buffer filled up");
+        let mut p = Progress::sample(a.as_fd());
+        assert!(!p.advanced(a.as_fd()), "nothing taken yet");
+        let mut buf = vec![0u8; 4 * MIN_PROGRESS];
+        b.read_exact(&mut buf).unwrap();
+        // The acknowledgement follows the read: wait for it (bounded).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !p.advanced(a.as_fd()) {
+            assert!(Instant::now() < deadline, "the read was never acknowledged");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!p.advanced(a.as_fd()), "counted from the last progress");
+    }
 }

@@ -92,6 +92,11 @@ impl Word {
 pub struct ConnSocket {
     pub fd: OwnedFd,
     word: AtomicU64,
+    /// A parked response tail's wait: what the socket held when it was last
+    /// seen taking bytes (high half) and the write timeout in milliseconds
+    /// (low half), for [`Registry::expire`] to tell a slow reader from a
+    /// stalled one (see `io::Progress`).
+    write_wait: AtomicU64,
 }
 
 impl ConnSocket {
@@ -99,6 +104,7 @@ impl ConnSocket {
         ConnSocket {
             fd,
             word: AtomicU64::new(Word::new(ConnState::New, 0).0),
+            write_wait: AtomicU64::new(0),
         }
     }
 
@@ -149,6 +155,31 @@ impl ConnSocket {
         unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RD) };
     }
 
+    fn note_write_wait(&self, queued: usize, patience: Duration) {
+        let queued = queued.min(u32::MAX as usize) as u64;
+        let ms = patience.as_millis().min(u32::MAX as u128) as u64;
+        self.write_wait.store(queued << 32 | ms, Ordering::Relaxed);
+    }
+
+    /// A parked tail past its deadline: the write timeout again if the
+    /// client took at least `io::MIN_PROGRESS` bytes since it was last
+    /// seen taking some.
+    fn write_progress(&self) -> Option<Duration> {
+        let w = self.write_wait.load(Ordering::Relaxed);
+        let (queued, ms) = ((w >> 32) as usize, w & u64::from(u32::MAX));
+        if ms == 0 {
+            return None;
+        }
+        let now = super::io::unacked(self.fd.as_fd());
+        let taken = queued.saturating_sub(now);
+        if taken >= super::io::MIN_PROGRESS || (taken > 0 && now == 0) {
+            let patience = Duration::from_millis(ms);
+            self.note_write_wait(now, patience);
+            return Some(patience);
+        }
+        None
+    }
+
     /// Replaces `seen` by `next` if the owner has not changed the word since.
     fn decide(&self, seen: Word, next: Word) -> Result<(), Word> {
         self.word
@@ -173,7 +204,12 @@ enum Verdict {
 /// The timer's verdict on a connection seen as `w` at `now`, or `None` if
 /// its deadline has not passed. `pending` tells whether the client sent
 /// bytes nobody has read yet (asked only when it matters).
-fn verdict(w: Word, now: u64, pending: impl FnOnce() -> bool) -> Option<Verdict> {
+fn verdict(
+    w: Word,
+    now: u64,
+    pending: impl FnOnce() -> bool,
+    write_progress: impl FnOnce() -> Option<Duration>,
+) -> Option<Verdict> {
     let (state, deadline) = (w.state(), w.deadline());
     if deadline == 0 || deadline > now || state == ConnState::Expired {
         return None;
@@ -197,6 +233,14 @@ fn verdict(w: Word, now: u64, pending: impl FnOnce() -> bool) -> Option<Verdict>
         } else {
             0
         };
+        return Some(Verdict::Spare(Word::new(state, again)));
+    }
+    // Only a parked response tail is busy with a deadline: one whose client
+    // is reading, only slowly, waits on.
+    if state == ConnState::Busy
+        && let Some(patience) = write_progress()
+    {
+        let again = now + patience.as_millis() as u64;
         return Some(Verdict::Spare(Word::new(state, again)));
     }
     Some(if state == ConnState::Body {
@@ -306,6 +350,14 @@ impl Registry {
         sock.update(|w| Word::new(w.state(), d));
     }
 
+    /// A response tail parked on `sock` until the client takes more: the
+    /// deadline is the write timeout `after` from now, and again from each
+    /// time the client is seen to have taken some (see `io::Progress`).
+    pub fn set_write_deadline(&self, sock: &ConnSocket, after: Duration) {
+        sock.note_write_wait(super::io::unacked(sock.fd.as_fd()), after);
+        self.set_deadline(sock, after);
+    }
+
     /// Sets `sock`'s state, and its deadline `after` from now.
     pub fn enter(&self, sock: &ConnSocket, state: ConnState, after: Duration) {
         let d = self.deadline_after(after);
@@ -404,7 +456,7 @@ impl Registry {
 fn expire_one(sock: &ConnSocket, now: u64) -> bool {
     let mut w = sock.word();
     loop {
-        let Some(v) = verdict(w, now, || sock.pending_bytes() > 0) else {
+        let Some(v) = verdict(w, now, || sock.pending_bytes() > 0, || sock.write_progress()) else {
             return false;
         };
         let next = match v {
@@ -572,7 +624,7 @@ mod tests {
         r.enter(&s, ConnState::Reading, Duration::ZERO);
         let now = r.since_epoch().as_millis() as u64 + 1;
         let seen = s.word();
-        assert_eq!(verdict(seen, now, || false), Some(Verdict::Cut));
+        assert_eq!(verdict(seen, now, || false, || None), Some(Verdict::Cut));
         assert!(r.begin_serving(&s), "the owner got there first");
         assert!(s.decide(seen, Word::new(ConnState::Expired, 0)).is_err());
         assert!(!expire_one(&s, now), "made again on what the owner set");
@@ -652,6 +704,43 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         timer.join().unwrap();
         assert!(served + cut > 0);
+    }
+
+    /// A parked response tail whose client reads, only slowly, waits on
+    /// past its write deadline; one whose client stopped is cut.
+    #[test]
+    fn a_parked_tail_waits_for_a_slow_reader_and_not_for_a_stalled_one() {
+        use std::io::{IoSlice, Read};
+        let r = Registry::new();
+        let (a, mut b) = crate::worker::io::tests::small_pair();
+        let s = Arc::new(ConnSocket::new(OwnedFd::from(a)));
+        r.insert(s.clone());
+        let data = vec![7u8; 256 * 1024];
+        let mut slices = [IoSlice::new(&data)];
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        assert!(!crate::worker::io::write_now(s.fd_borrow(), &mut rest).unwrap());
+        assert!(r.begin_serving(&s));
+        r.set_write_deadline(&s, Duration::from_secs(1));
+        // The client takes 16 KiB; its acknowledgement follows within a
+        // moment (waited for, bounded).
+        let held = crate::worker::io::unacked(s.fd_borrow());
+        let mut buf = vec![0u8; 16 * 1024];
+        b.read_exact(&mut buf).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::worker::io::unacked(s.fd_borrow()) + crate::worker::io::MIN_PROGRESS > held {
+            assert!(Instant::now() < deadline, "the read was never acknowledged");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let later = Duration::from_secs(3600);
+        assert!(
+            !expire_one(&s, later.as_millis() as u64),
+            "a reading client's tail was cut"
+        );
+        assert_eq!(s.state(), ConnState::Busy);
+        assert!(s.word().deadline() > later.as_millis() as u64, "another write timeout");
+        // Nothing more taken: cut at the next deadline.
+        assert_eq!(r.expire_at(later * 2), 1);
+        assert_eq!(s.state(), ConnState::Expired);
     }
 
     fn assert_no_eof(s: &ConnSocket) {

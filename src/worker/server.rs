@@ -1311,7 +1311,9 @@ fn arm(shared: &Shared, mut conn: Box<Conn>, flags: EpollFlags) {
 /// Parks a connection whose response tail did not fit in the socket until
 /// the client takes more, for at most the write timeout.
 fn wait_writable(shared: &Shared, conn: Box<Conn>) {
-    shared.registry.set_deadline(&conn.sock, shared.config.timeouts.write);
+    shared
+        .registry
+        .set_write_deadline(&conn.sock, shared.config.timeouts.write);
     arm(shared, conn, EpollFlags::EPOLLOUT);
 }
 
