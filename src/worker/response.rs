@@ -419,11 +419,13 @@ impl Response {
             } else if let Some(n) = self.content_length.filter(|_| self.code != 204) {
                 w.content_length(n);
             } else if let (Some(n), true) = (known_total, self.setup.head_request)
+                && n > 0
                 && self.code != 204
                 && self.code != 304
             {
                 // What a GET would have had; a 304's body is empty, so its
-                // length says nothing of the 200's.
+                // length says nothing of the 200's. Nor does an empty body
+                // from the app (Werkzeug returns none for HEAD): no length.
                 w.content_length(n);
             }
             Framing::NoBody

@@ -15,6 +15,8 @@
     /raise-mid?id=X yields one chunk, then raises; close() records X
     /closed?id=X    "yes" once close() was called for X, else "no"
     /gen-cl?n=N     a generator of N chunks `chunk-i;` with their Content-Length
+    /head-empty     as /gen?n=3, but no body at all for HEAD (as Werkzeug
+                    answers HEAD for a streamed response)
     /long-gen       a generator sending 10 bytes under Content-Length: 5
     /gated?id=X     a generator: `first;`, then waits (up to 10 s) for
                     /release?id=X, then `second;` (&cl=1: with a Content-Length)
@@ -84,6 +86,11 @@ def app(environ, start_response):
         n = int(qs.get("n", ["3"])[0])
         start_response("200 OK", text)
         return (("chunk-%d;" % i).encode() for i in range(n))
+    if path == "/head-empty":
+        start_response("200 OK", text)
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return []
+        return (("chunk-%d;" % i).encode() for i in range(3))
     if path == "/write":
         write = start_response("200 OK", text)
         write(b"written-1;")

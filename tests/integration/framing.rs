@@ -110,6 +110,21 @@ fn head_has_no_body_and_keeps_the_connection_in_sync() {
     assert_eq!(r.text(), "fixed");
 }
 
+/// Regression (found by review): a HEAD response's Content-Length was
+/// taken from the body the app returned, and Werkzeug returns none for
+/// HEAD, so a streamed Flask route said `Content-Length: 0` to HEAD while
+/// its GET had a body (download managers and link checkers size files by
+/// HEAD). An empty body tells nothing: no length is said.
+#[test]
+fn head_with_no_body_from_the_app_claims_no_length() {
+    let s = Server::start("stream:app", &[]);
+    let mut c = s.connect();
+    let r = c.request(b"HEAD /head-empty HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), None, "{r:?}");
+    assert_eq!(c.get("/head-empty").text(), "chunk-0;chunk-1;chunk-2;");
+}
+
 #[test]
 fn status_204_and_304_have_no_body() {
     let s = Server::start("stream:app", &[]);
