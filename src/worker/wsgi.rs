@@ -1,7 +1,7 @@
 //! The WSGI bridge (PEP 3333): building the environ from a parsed request,
 //! calling the app, and turning what it returns into a response.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -781,10 +781,17 @@ impl Statics {
         let Ok(offset) = f.call_method0("tell").and_then(|n| n.extract::<i64>()) else {
             return Ok(None);
         };
-        // SAFETY: the file object owns `fileno` and stays alive (referenced by
-        // `wrapper`) for the whole borrow; we never close it.
-        let file = unsafe { BorrowedFd::borrow_raw(fileno) };
-        let Ok(stat) = nix::sys::stat::fstat(file) else {
+        // Our own descriptor for it: sendfile runs with the GIL released,
+        // and another Python thread holding the same file object (a cached
+        // static file) could close it meanwhile, and the number be reused by
+        // an unrelated file or socket, whose bytes would then be sent.
+        // SAFETY: the file object owns `fileno` and we hold the GIL, so no
+        // Python code can close it during this borrow, which ends with the
+        // statement (the duplicate is ours).
+        let Ok(file) = unsafe { BorrowedFd::borrow_raw(fileno) }.try_clone_to_owned() else {
+            return Ok(None);
+        };
+        let Ok(stat) = nix::sys::stat::fstat(&file) else {
             return Ok(None);
         };
         // A size of 0 may be a file whose size the kernel does not know
@@ -826,7 +833,7 @@ impl Statics {
                 return Ok(Some(Err(Failure::Client)));
             };
             let timeout = me.resp.write_timeout();
-            match py.detach(|| sendfile_all(sock.fd_borrow(), file, offset, len, timeout)) {
+            match py.detach(|| sendfile_all(sock.fd_borrow(), file.as_fd(), offset, len, timeout)) {
                 Ok(n) => me.resp.note_sent(n),
                 Err(_) => {
                     me.resp.must_close = true;

@@ -10,6 +10,10 @@
             compressed file's: its read() must be what is sent)
     /proc   wsgi.file_wrapper over /proc/self/status (st_size 0)
     /wrapper-attrs  a wrapper's public filelike and blksize, as text
+    /shared-file    wsgi.file_wrapper over the big file, kept in a global
+                    as a cached file object would be
+    /swap-shared    closes that file object (from another request's thread)
+                    and opens another file on its descriptor number
 
 Streamed bodies of mixed block sizes (see util::mixed_body), no Content-Length:
 
@@ -67,8 +71,32 @@ def mixed(environ, start_response, n, cl, sizes):
     return (mixed_block(i, sizes) for i in range(3, n))
 
 
+SHARED = {}
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
+    if path == "/shared-file":
+        f = open(big_file(), "rb")
+        SHARED["f"] = f
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 65536)
+    if path == "/swap-shared":
+        f = SHARED.pop("f")
+        n = f.fileno()
+        f.close()
+        other = os.path.join(os.environ["ZIBAI_TEST_TMP"], "other.bin")
+        with open(other, "wb") as o:
+            o.write(b"not the big file" * 65536)
+        # Whichever file the kernel gives the freed number next; here one
+        # is put there on purpose (the lowest free number may be another).
+        fd = os.open(other, os.O_RDONLY)
+        if fd != n:
+            os.dup2(fd, n)
+            os.close(fd)
+        SHARED["other"] = n
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"reused"]
     query = dict(p.split("=", 1) for p in environ.get("QUERY_STRING", "").split("&") if "=" in p)
     if path == "/mixed":
         sizes = SMALL_SIZES if "small" in query else MIXED_SIZES

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::util::{BIG_LEN, BIG_SHA256, Ending, Server, assert_same_body, big_body, mixed_body};
+use crate::util::{BIG_LEN, BIG_SHA256, Client, Ending, Server, Stream, assert_same_body, big_body, mixed_body};
 
 fn download(path: &str, want_chunked: bool) {
     let s = Server::start("big:app", &[]);
@@ -62,6 +62,27 @@ fn ten_mib_file_wrapper_over_bytesio() {
 fn file_wrapper_has_filelike_and_blksize() {
     let s = Server::start("big:app", &[]);
     assert_eq!(s.get("/wrapper-attrs").text(), "True 4096");
+}
+
+/// Regression (found by review): sendfile ran, with the GIL released, on
+/// the file object's own descriptor. Another thread closing that object (a
+/// cached file shared between requests) freed the number, and a file
+/// opened next got it: its bytes went out in the response. The server now
+/// sends from a duplicate of its own.
+#[test]
+fn a_file_closed_by_another_thread_during_sendfile_is_still_sent_whole() {
+    let s = Server::start("big:app", &["-w", "2"]);
+    let mut c = Client::from_stream(Stream::Tcp(crate::slow_clients::small_window_connect(
+        s.addr(),
+        64 * 1024,
+    )));
+    c.send(b"GET /shared-file HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The head went out before sendfile started: it now waits for us.
+    let mut first = [0u8; 1];
+    assert_eq!(c.tcp().peek(&mut first).expect("no response started"), 1);
+    assert_eq!(s.get("/swap-shared").text(), "reused");
+    let r = c.response();
+    assert_same_body(&r.body, &big_body(), "the shared file");
 }
 
 #[test]

@@ -244,7 +244,7 @@ fn a_pipelined_head_after_a_parked_response_gets_the_header_timeout() {
 }
 
 /// A TCP connection whose receive buffer is `rcvbuf` bytes from the start.
-fn small_window_connect(addr: std::net::SocketAddr, rcvbuf: libc::c_int) -> std::net::TcpStream {
+pub fn small_window_connect(addr: std::net::SocketAddr, rcvbuf: libc::c_int) -> std::net::TcpStream {
     use std::os::fd::FromRawFd;
     let std::net::SocketAddr::V4(v4) = addr else {
         panic!("IPv4 expected")
