@@ -726,7 +726,7 @@ fn a_reload_applies_a_new_timeout_to_new_workers_only() {
     // under the new configuration.
     assert!(
         wait_until(BOOT, || s.log_count(failed) >= 5),
-        "no second attempt:\n{}",
+        "fewer than five attempts:\n{}",
         s.stderr()
     );
     assert!(!s.stderr().contains("timed out"), "{}", s.stderr());
