@@ -203,7 +203,9 @@ enum Verdict {
 
 /// The timer's verdict on a connection seen as `w` at `now`, or `None` if
 /// its deadline has not passed. `pending` tells whether the client sent
-/// bytes nobody has read yet (asked only when it matters).
+/// bytes nobody has read yet, and `write_progress` whether the client of a
+/// parked response tail took some of it since it was last asked, and then
+/// the write timeout to give it again (each asked only when it matters).
 fn verdict(
     w: Word,
     now: u64,
