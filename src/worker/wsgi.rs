@@ -778,17 +778,19 @@ impl Statics {
         let Ok(fileno) = f.call_method0("fileno").and_then(|n| n.extract::<i32>()) else {
             return Ok(None);
         };
-        let Ok(offset) = f.call_method0("tell").and_then(|n| n.extract::<i64>()) else {
+        // Our own descriptor for it, taken before any other Python call:
+        // sendfile runs with the GIL released, and another Python thread
+        // holding the same file object (a cached static file) could close it
+        // meanwhile, and the number be reused by an unrelated file or socket,
+        // whose bytes would then be sent. (Not even tell() comes first: it
+        // releases the GIL around lseek.)
+        // SAFETY: the file object owns `fileno` and we hold the GIL, and no
+        // Python code runs between fileno() and this borrow, which ends with
+        // the statement (the duplicate is ours).
+        let Ok(file) = unsafe { BorrowedFd::borrow_raw(fileno) }.try_clone_to_owned() else {
             return Ok(None);
         };
-        // Our own descriptor for it: sendfile runs with the GIL released,
-        // and another Python thread holding the same file object (a cached
-        // static file) could close it meanwhile, and the number be reused by
-        // an unrelated file or socket, whose bytes would then be sent.
-        // SAFETY: the file object owns `fileno` and we hold the GIL, so no
-        // Python code can close it during this borrow, which ends with the
-        // statement (the duplicate is ours).
-        let Ok(file) = unsafe { BorrowedFd::borrow_raw(fileno) }.try_clone_to_owned() else {
+        let Ok(offset) = f.call_method0("tell").and_then(|n| n.extract::<i64>()) else {
             return Ok(None);
         };
         let Ok(stat) = nix::sys::stat::fstat(&file) else {

@@ -14,6 +14,9 @@
                     as a cached file object would be
     /swap-shared    closes that file object (from another request's thread)
                     and opens another file on its descriptor number
+    /tell-swaps     wsgi.file_wrapper over the big file opened as a
+                    BufferedReader whose tell() does the same to itself (as
+                    another thread could while tell() has the GIL released)
 
 Streamed bodies of mixed block sizes (see util::mixed_body), no Content-Length:
 
@@ -32,6 +35,23 @@ import os
 BASE = bytes(range(256)) * 256
 CHUNKS = [k.to_bytes(4, "big") + BASE[4:] for k in range(160)]
 SHA256 = hashlib.sha256(b"".join(CHUNKS)).hexdigest()
+
+
+class TellSwaps(io.BufferedReader):
+    def tell(self):
+        n = self.fileno()
+        fd = os.open(_other_file(), os.O_RDONLY)
+        if fd != n:
+            os.dup2(fd, n)
+            os.close(fd)
+        return 0
+
+
+def _other_file():
+    other = os.path.join(os.environ["ZIBAI_TEST_TMP"], "other.bin")
+    with open(other, "wb") as o:
+        o.write(b"not the big file" * 65536)
+    return other
 
 
 class NoRead(io.FileIO):
@@ -81,16 +101,17 @@ def app(environ, start_response):
         SHARED["f"] = f
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](f, 65536)
+    if path == "/tell-swaps":
+        f = TellSwaps(io.FileIO(big_file(), "rb"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 65536)
     if path == "/swap-shared":
         f = SHARED.pop("f")
         n = f.fileno()
         f.close()
-        other = os.path.join(os.environ["ZIBAI_TEST_TMP"], "other.bin")
-        with open(other, "wb") as o:
-            o.write(b"not the big file" * 65536)
         # Whichever file the kernel gives the freed number next; here one
         # is put there on purpose (the lowest free number may be another).
-        fd = os.open(other, os.O_RDONLY)
+        fd = os.open(_other_file(), os.O_RDONLY)
         if fd != n:
             os.dup2(fd, n)
             os.close(fd)

@@ -85,6 +85,16 @@ fn a_file_closed_by_another_thread_during_sendfile_is_still_sent_whole() {
     assert_same_body(&r.body, &big_body(), "the shared file");
 }
 
+/// Regression (found by review of the fix above): the descriptor was
+/// duplicated after the file's tell(), which releases the GIL, so another
+/// thread could still swap the file under it first.
+#[test]
+fn a_file_swapped_while_its_position_is_read_is_still_sent_whole() {
+    let s = Server::start("big:app", &[]);
+    let r = s.get("/tell-swaps");
+    assert_same_body(&r.body, &big_body(), "the file behind the wrapper");
+}
+
 #[test]
 fn head_of_a_file_wrapper_sends_no_body() {
     let s = Server::start("big:app", &[]);
