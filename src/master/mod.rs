@@ -100,6 +100,11 @@ impl Worker {
         self.stopped_booting = true;
     }
 
+    /// Still loading the app after `boot_timeout`.
+    fn boot_overdue(&self, now: Instant, boot_timeout: Duration) -> bool {
+        self.state == State::Booting && self.aborted.is_none() && now.duration_since(self.started) > boot_timeout
+    }
+
     /// Running, and silent for longer than its `--timeout`.
     fn beat_overdue(&self, now: Instant) -> bool {
         self.state == State::Running
@@ -154,7 +159,8 @@ pub struct Master {
     generation: u64,
     next_id: u64,
     crashes: u32,
-    /// Workers that died while loading the app before the start was over.
+    /// Workers in a row that died while loading the app before the start
+    /// was over (a worker that boots ends the run).
     boot_deaths: u32,
     /// When the last of those early deaths was.
     last_crash: Option<Instant>,
@@ -171,6 +177,8 @@ pub struct Master {
     balance: Option<(balance::Table, std::os::fd::OwnedFd)>,
     /// When `check_deadlines` last ran (see [`STALL`]).
     last_check: Instant,
+    /// The last run of `check_deadlines` came after a stall.
+    stalled: bool,
 }
 
 fn random_up_to(max: u64) -> u64 {
@@ -242,6 +250,7 @@ impl Master {
             new_master: None,
             old_master: None,
             last_check: Instant::now(),
+            stalled: false,
         })
     }
 
@@ -267,6 +276,8 @@ impl Master {
             let root = std::env::current_dir().map_err(|e| MasterError::Setup(format!("current directory: {e}")))?;
             watch::start(&root, spec).map_err(|e| MasterError::Setup(e.to_string()))?;
         }
+        // Setup above (a --watchfiles scan of a large tree) is no stall.
+        self.last_check = Instant::now();
         loop {
             self.reap();
             if let Some(code) = self.halt
@@ -506,9 +517,11 @@ impl Master {
                 return;
             }
         };
+        let mut booted = false;
         for m in msgs {
             match m {
                 ToMaster::Booted => {
+                    booted = true;
                     log::info!("Worker {} booted", w.pid);
                     w.state = if w.state == State::Stopping {
                         State::Stopping
@@ -529,6 +542,10 @@ impl Master {
                 }
                 ToMaster::Exiting { reason } => log::info!("Worker {} is exiting: {reason:?}", w.pid),
             }
+        }
+        if booted {
+            // Deaths while loading the app count in a row.
+            self.boot_deaths = 0;
         }
     }
 
@@ -763,21 +780,33 @@ impl Master {
         let now = Instant::now();
         let gap = now.saturating_duration_since(self.last_check);
         self.last_check = now;
-        if gap > TICK + STALL {
-            // Heartbeats could not be read meanwhile: judging them now
-            // aborted every healthy worker at once.
+        let stalled = gap > TICK + STALL;
+        if stalled && !self.stalled {
+            // Heartbeats could not be read meanwhile, nor sent if the
+            // workers were stopped with the master: judging them now
+            // aborted every healthy worker at once. Once per stall: a loop
+            // that is slow every time (a stderr that barely drains) is no
+            // pause, and what the workers sent is read below.
             log::warn!(
                 "The master did not run for {:.1?} (stopped, or blocked writing its log); \
-                 heartbeat deadlines exclude that time",
+                 heartbeat and boot deadlines exclude that time",
                 gap
             );
             for w in &mut self.workers {
                 w.last_beat = (w.last_beat + gap).min(now);
+                if w.state == State::Booting {
+                    w.started = (w.started + gap).min(now);
+                }
             }
         }
-        // Beats that came while the loop was busy elsewhere count before
-        // any worker is judged hung.
-        if self.workers.iter().any(|w| w.beat_overdue(now)) {
+        self.stalled = stalled;
+        // What came while the loop was busy elsewhere (beats, a worker
+        // saying it booted) counts before any worker is judged.
+        if self
+            .workers
+            .iter()
+            .any(|w| w.beat_overdue(now) || w.boot_overdue(now, self.config.boot_timeout))
+        {
             for i in 0..self.workers.len() {
                 self.read_worker(i);
             }
@@ -833,7 +862,7 @@ impl Master {
                 continue;
             }
             let overdue = match w.state {
-                State::Booting => now.duration_since(w.started) > self.config.boot_timeout,
+                State::Booting => w.boot_overdue(now, self.config.boot_timeout),
                 State::Running => w.beat_overdue(now),
                 State::Stopping => false,
             };

@@ -26,9 +26,12 @@ const READ_CHUNK: usize = 64 * 1024;
 ///
 /// A lock, not an atomic: the app may read the body on one thread while
 /// another starts the response, and the 100 must be on the wire before the
-/// head is. The lock is held while the 100 is written (25 bytes into a
-/// socket nothing else has written to yet: it does not wait), so a head
-/// made meanwhile waits for it.
+/// head is. The lock is held while the 100 is written, so a head made
+/// meanwhile waits for it. The write is 25 bytes and goes through at once
+/// unless a pipelined response before this request still fills the
+/// socket; then the head waits with it, up to the write timeout, holding
+/// the GIL (only an app that reads the body on one thread and answers on
+/// another gets there).
 #[derive(Clone)]
 pub struct ExpectContinue(Arc<Mutex<Continue>>);
 

@@ -156,26 +156,34 @@ impl ConnSocket {
     }
 
     fn note_write_wait(&self, queued: usize, patience: Duration) {
-        let queued = queued.min(u32::MAX as usize) as u64;
-        let ms = patience.as_millis().min(u32::MAX as u128) as u64;
-        self.write_wait.store(queued << 32 | ms, Ordering::Relaxed);
+        self.write_wait.store(write_wait(queued, patience), Ordering::Relaxed);
     }
 
     /// A parked tail past its deadline: the write timeout again if the
     /// client took at least `io::MIN_PROGRESS` bytes since it was last
-    /// seen taking some.
+    /// seen taking some. The new baseline replaces only the one this read:
+    /// an owner that parked the tail again meanwhile set a fresher one.
     fn write_progress(&self) -> Option<Duration> {
-        let w = self.write_wait.load(Ordering::Relaxed);
+        let seen = self.write_wait.load(Ordering::Relaxed);
+        self.advance_write_wait(seen, || super::io::unacked(self.fd.as_fd()))
+    }
+
+    /// [`write_progress`](Self::write_progress) from the word `seen`, with
+    /// `unacked` telling what the socket holds now.
+    fn advance_write_wait(&self, seen: u64, unacked: impl FnOnce() -> usize) -> Option<Duration> {
+        let w = seen;
         let (queued, ms) = ((w >> 32) as usize, w & u64::from(u32::MAX));
         if ms == 0 {
             return None;
         }
-        let now = super::io::unacked(self.fd.as_fd());
+        let now = unacked();
         let taken = queued.saturating_sub(now);
         if taken >= super::io::MIN_PROGRESS || (taken > 0 && now == 0) {
-            let patience = Duration::from_millis(ms);
-            self.note_write_wait(now, patience);
-            return Some(patience);
+            let next = write_wait(now, Duration::from_millis(ms));
+            let _ = self
+                .write_wait
+                .compare_exchange(w, next, Ordering::Relaxed, Ordering::Relaxed);
+            return Some(Duration::from_millis(ms));
         }
         None
     }
@@ -187,6 +195,14 @@ impl ConnSocket {
             .map(drop)
             .map_err(Word)
     }
+}
+
+/// `ConnSocket::write_wait`'s word: what the socket held (high half) and
+/// the write timeout in milliseconds (low half).
+fn write_wait(queued: usize, patience: Duration) -> u64 {
+    let queued = queued.min(u32::MAX as usize) as u64;
+    let ms = patience.as_millis().min(u32::MAX as u128) as u64;
+    queued << 32 | ms
 }
 
 /// What the timer does to a connection whose deadline has passed.
@@ -743,6 +759,26 @@ mod tests {
         // Nothing more taken: cut at the next deadline.
         assert_eq!(r.expire_at(later * 2), 1);
         assert_eq!(s.state(), ConnState::Expired);
+    }
+
+    /// Regression (found by review): the timer stored the progress
+    /// baseline it computed even when the owner had parked the tail again
+    /// meanwhile with a fresher one, so a later deadline compared against a
+    /// stale baseline and cut a client that was reading.
+    #[test]
+    fn a_progress_baseline_the_owner_refreshed_is_kept() {
+        let (s, _peer) = sock();
+        s.note_write_wait(100_000, Duration::from_secs(1));
+        let seen = s.write_wait.load(Ordering::Relaxed);
+        // The owner wrote more and parked again: the socket holds 90,000.
+        s.note_write_wait(90_000, Duration::from_secs(1));
+        // The timer, on what it read before: 20,000 taken since then.
+        assert_eq!(s.advance_write_wait(seen, || 80_000), Some(Duration::from_secs(1)));
+        assert_eq!(
+            s.write_wait.load(Ordering::Relaxed),
+            write_wait(90_000, Duration::from_secs(1)),
+            "the owner's baseline was overwritten"
+        );
     }
 
     fn assert_no_eof(s: &ConnSocket) {

@@ -439,12 +439,16 @@ fn a_short_timeout_leaves_healthy_workers_alone() {
     assert!(!s.stderr().contains("timed out"), "{}", s.stderr());
 }
 
-/// Regression (found by review): heartbeats are read by the master's
-/// loop, so a master that did not run for longer than --timeout (stopped,
-/// frozen with its container, blocked on a full log pipe) found every
-/// beat stale and aborted every healthy worker at once. `group`: the
-/// workers are stopped with it (the whole service frozen), so no beat
-/// waits in their sockets either.
+/// Heartbeats are read by the master's loop, so a master that did not run
+/// for longer than --timeout could find every beat stale and abort every
+/// healthy worker at once. `group`: the workers are stopped with it (the
+/// whole service frozen, as with its container), so no beat waits in their
+/// sockets: the regression test (found by review), which aborted both
+/// workers before 71d4b2e. Without `group`, the master stopped alone: its
+/// poll resumes and reads the beats waiting in the sockets first, so this
+/// passed before too, but for the log line. (A master held up elsewhere,
+/// a log write blocked on a full pipe, judged before reading; the beats
+/// are now read first. That case has no test here.)
 fn a_stalled_master_leaves_healthy_workers_alone(group: bool) {
     let s = start(&["-p", "2", "--timeout", "1"]);
     let workers = s.wait_workers(2, BOOT);
@@ -703,6 +707,40 @@ fn workers_killed_while_loading_the_app_at_the_start_stop_the_server() {
     );
     let boots = done.stderr.matches("Booting worker").count();
     assert_eq!(boots, 5, "{}", done.stderr);
+}
+
+/// Boot deaths at the start count in a row: a worker that boots ends the
+/// run. Regression (found by review): they were a running total, so a
+/// server whose workers crash now and then at import, with others
+/// booting in between, stopped after five in all.
+#[test]
+fn boot_deaths_at_the_start_count_in_a_row() {
+    let s = Server::builder("flaky_every_third:app")
+        .args(["-p", "3"])
+        .start_without_waiting();
+    s.wait_workers(3, Duration::from_secs(20));
+    assert!(s.log_count("died while loading") == 0, "{}", s.stderr());
+    assert!(s.stderr().matches("exited with code 1").count() >= 5, "{}", s.stderr());
+}
+
+/// A master stopped while a worker loads the app does not count the stop
+/// against the worker's --boot-timeout.
+#[test]
+fn a_stopped_master_leaves_a_booting_worker_alone() {
+    let s = Server::builder("import_1s:app")
+        .args(["-p", "1", "--boot-timeout", "2"])
+        .start_without_waiting();
+    assert!(
+        wait_until(BOOT, || !s.workers().is_empty()),
+        "no worker started: {}",
+        s.stderr()
+    );
+    kill(s.pid(), libc::SIGSTOP);
+    // The stall itself, longer than the boot timeout (not a wait for an event).
+    std::thread::sleep(Duration::from_secs(3));
+    kill(s.pid(), libc::SIGCONT);
+    s.wait_workers(1, BOOT);
+    assert!(!s.stderr().contains("timed out"), "{}", s.stderr());
 }
 
 /// Regression (found by review): a reload that changed --timeout applied
