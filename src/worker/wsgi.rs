@@ -691,7 +691,13 @@ impl Statics {
         // the body is whole, so it goes out with the response's last write
         // (with the head, for a body of one chunk, as most frameworks send),
         // after the GIL is released. Any other chunk is sent as it comes, so
-        // a stream is never held up.
+        // a stream is never held up. Not when the body is the app's own
+        // generator: code after its last yield (a slow log, a sleep) runs
+        // before the iteration ends, and PEP 3333 forbids delaying a block
+        // for it. Frameworks wrap their bodies in iterators of their own
+        // (Werkzeug's ClosingIterator), whose last step returns at once.
+        // SAFETY: a type check on a live object.
+        let hold = unsafe { pyo3::ffi::PyGen_Check(iterable.as_ptr()) } == 0;
         let mut held: Option<PyBackedBytes> = None;
         for item in iterable.try_iter()? {
             let chunk = match item.and_then(|item| chunk_of(&item)) {
@@ -729,7 +735,7 @@ impl Statics {
                 me.resp.must_close = true;
                 break;
             }
-            if me.resp.completes_length(chunk.len()) {
+            if hold && me.resp.completes_length(chunk.len()) {
                 held = Some(chunk);
                 me.resp.held = true;
             } else if me.resp.send(py, vec![chunk]).is_err() {

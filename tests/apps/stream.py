@@ -21,6 +21,8 @@
     /gated?id=X     a generator: `first;`, then waits (up to 10 s) for
                     /release?id=X, then `second;` (&cl=1: with a Content-Length)
     /release?id=X   lets /gated?id=X go on
+    /done-then-gated?id=X  a generator with its Content-Length: its whole
+                    body, then waits (up to 10 s) for /release?id=X
     /write-then-read  write(b"early;"), then reads the body and returns
                     b"read:" + body
 """
@@ -41,6 +43,11 @@ def gated(ident):
     yield b"first;"
     gate(ident).wait(10)
     yield b"second;"
+
+
+def done_then_gated(ident):
+    yield b"whole;"
+    gate(ident).wait(10)
 
 CLOSED = set()
 CHUNK = b"z" * 65536
@@ -137,6 +144,9 @@ def app(environ, start_response):
         cl = [("Content-Length", "13")] if "cl" in qs else []
         start_response("200 OK", text + cl)
         return gated(ident)
+    if path == "/done-then-gated":
+        start_response("200 OK", text + [("Content-Length", "6")])
+        return done_then_gated(ident)
     if path == "/release":
         gate(ident).set()
         start_response("200 OK", text)

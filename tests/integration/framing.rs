@@ -125,6 +125,23 @@ fn head_with_no_body_from_the_app_claims_no_length() {
     assert_eq!(c.get("/head-empty").text(), "chunk-0;chunk-1;chunk-2;");
 }
 
+/// Regression (found by review): a chunk completing the Content-Length
+/// was held until the generator ended, so code after the app's last yield
+/// (here waiting for another request) delayed a whole response, against
+/// PEP 3333's "must not delay the transmission of any block".
+#[test]
+fn a_complete_body_is_not_held_for_code_after_the_last_yield() {
+    let s = Server::start("stream:app", &["-w", "2"]);
+    let id = format!("done-{}", crate::util::unique());
+    let mut c = s.connect();
+    c.set_read_timeout(Duration::from_secs(5));
+    c.send(format!("GET /done-then-gated?id={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    let r = c.read_response(false);
+    assert_eq!(s.get(&format!("/release?id={id}")).text(), "released");
+    let r = r.expect("the complete response waited for the generator to end");
+    assert_eq!((r.status, r.text().as_str()), (200, "whole;"));
+}
+
 #[test]
 fn status_204_and_304_have_no_body() {
     let s = Server::start("stream:app", &[]);
