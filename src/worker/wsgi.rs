@@ -735,6 +735,13 @@ impl Statics {
                 me.resp.must_close = true;
                 break;
             }
+            if let Some(cl) = me.resp.content_length().filter(|&cl| me.resp.body_sent >= cl) {
+                // The same past a complete body that went out at once (an
+                // app's own generator, see `hold`).
+                log::error!("the app sent more than its Content-Length of {cl}; the rest is dropped");
+                me.resp.must_close = true;
+                break;
+            }
             if hold && me.resp.completes_length(chunk.len()) {
                 held = Some(chunk);
                 me.resp.held = true;

@@ -23,6 +23,7 @@
     /release?id=X   lets /gated?id=X go on
     /done-then-gated?id=X  a generator with its Content-Length: its whole
                     body, then waits (up to 10 s) for /release?id=X
+    /endless-gen-cl a generator under Content-Length: 5 that never ends
     /write-then-read  write(b"early;"), then reads the body and returns
                     b"read:" + body
 """
@@ -43,6 +44,11 @@ def gated(ident):
     yield b"first;"
     gate(ident).wait(10)
     yield b"second;"
+
+
+def endless():
+    while True:
+        yield b"12345"
 
 
 def done_then_gated(ident):
@@ -144,6 +150,9 @@ def app(environ, start_response):
         cl = [("Content-Length", "13")] if "cl" in qs else []
         start_response("200 OK", text + cl)
         return gated(ident)
+    if path == "/endless-gen-cl":
+        start_response("200 OK", text + [("Content-Length", "5")])
+        return endless()
     if path == "/done-then-gated":
         start_response("200 OK", text + [("Content-Length", "6")])
         return done_then_gated(ident)

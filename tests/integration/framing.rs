@@ -142,6 +142,27 @@ fn a_complete_body_is_not_held_for_code_after_the_last_yield() {
     assert_eq!((r.status, r.text().as_str()), (200, "whole;"));
 }
 
+/// An endless generator under a Content-Length gets its length's worth,
+/// then the server stops iterating and closes: it does not hold the thread
+/// forever (nor log a line per block). A guard for the change above, which
+/// sends such a generator's completing chunk at once instead of holding it.
+#[test]
+fn an_endless_generator_under_a_content_length_is_cut_at_it() {
+    let s = Server::start("stream:app", &["-w", "1"]);
+    let mut c = s.connect();
+    c.set_read_timeout(Duration::from_secs(5));
+    let r = c.get("/endless-gen-cl");
+    assert_eq!((r.status, r.text().as_str()), (200, "12345"));
+    // The only app thread is free again.
+    assert_eq!(s.get("/fixed").text(), "fixed");
+    assert_eq!(
+        s.log_count("the app sent more than its Content-Length"),
+        1,
+        "{}",
+        s.stderr()
+    );
+}
+
 #[test]
 fn status_204_and_304_have_no_body() {
     let s = Server::start("stream:app", &[]);
