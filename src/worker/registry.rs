@@ -171,8 +171,7 @@ impl ConnSocket {
     /// [`write_progress`](Self::write_progress) from the word `seen`, with
     /// `unacked` telling what the socket holds now.
     fn advance_write_wait(&self, seen: u64, unacked: impl FnOnce() -> usize) -> Option<Duration> {
-        let w = seen;
-        let (queued, ms) = ((w >> 32) as usize, w & u64::from(u32::MAX));
+        let (queued, ms) = ((seen >> 32) as usize, seen & u64::from(u32::MAX));
         if ms == 0 {
             return None;
         }
@@ -182,7 +181,7 @@ impl ConnSocket {
             let next = write_wait(now, Duration::from_millis(ms));
             let _ = self
                 .write_wait
-                .compare_exchange(w, next, Ordering::Relaxed, Ordering::Relaxed);
+                .compare_exchange(seen, next, Ordering::Relaxed, Ordering::Relaxed);
             return Some(Duration::from_millis(ms));
         }
         None
