@@ -1420,18 +1420,39 @@ fn get_text(addr: std::net::SocketAddr) -> String {
         .text()
 }
 
+/// Starts zibai in `root` with `args`, serving on a listener it is handed;
+/// returns the process and the listener's address.
+fn spawn_watched(root: &Path, args: &[&str]) -> (Proc, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cmd = zibai_in(root, args);
+    let fd = pass_listener(&mut cmd, &listener);
+    cmd.args(["-l", &fd]);
+    let p = Proc::spawn(cmd);
+    drop(listener);
+    (p, addr)
+}
+
+/// The first reload's log line names `watched_app.py` first, and not `other`.
+fn assert_first_reload_names_the_app(p: &Proc, root: &Path, other: &str) {
+    let line = p
+        .stderr()
+        .lines()
+        .find(|l| l.contains("Watched files changed"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains(&format!("({}", root.join("watched_app.py").display())) && !line.contains(other),
+        "{line}"
+    );
+}
+
 #[test]
 fn watchfiles_reloads_on_matching_changes_only() {
     let dir = TempDir::new("watch");
     let root = dir.path().canonicalize().unwrap();
     write_app(&root, "v1");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut cmd = zibai_in(&root, &["watched_app:app", "--watchfiles", "*.py;.env"]);
-    let fd = pass_listener(&mut cmd, &listener);
-    cmd.args(["-l", &fd]);
-    let p = Proc::spawn(cmd);
-    drop(listener);
+    let (p, addr) = spawn_watched(&root, &["watched_app:app", "--watchfiles", "*.py;.env"]);
     p.expect_log(&format!("Watching {} for changes to *.py;.env", root.display()), BOOT);
     // --watchfiles implies a worker.
     p.expect_log("Booting worker", BOOT);
@@ -1464,16 +1485,7 @@ fn watchfiles_reloads_on_matching_changes_only() {
     assert_ne!(w2, w1);
     assert_eq!(p.count("Watched files changed"), 1, "{}", p.stderr());
     assert_eq!(p.count("Received SIGHUP"), 1, "{}", p.stderr());
-    let line = p
-        .stderr()
-        .lines()
-        .find(|l| l.contains("Watched files changed"))
-        .unwrap()
-        .to_string();
-    assert!(
-        line.contains(&format!("({}", root.join("watched_app.py").display())) && !line.contains("notes.txt"),
-        "{line}"
-    );
+    assert_first_reload_names_the_app(&p, &root, "notes.txt");
 
     // `.env` is a glob of its own.
     std::fs::write(root.join(".env"), "A=1\n").unwrap();
@@ -1501,13 +1513,7 @@ fn watchfiles_follows_new_directories_and_leaves_virtualenvs_out() {
     let site = root.join("env/lib/python3.11/site-packages");
     std::fs::create_dir_all(&site).unwrap();
     std::fs::write(root.join("env/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut cmd = zibai_in(&root, &["watched_app:app", "--watchfiles", "*.py"]);
-    let fd = pass_listener(&mut cmd, &listener);
-    cmd.args(["-l", &fd]);
-    let p = Proc::spawn(cmd);
-    drop(listener);
+    let (p, addr) = spawn_watched(&root, &["watched_app:app", "--watchfiles", "*.py"]);
     p.expect_log("Serving with", BOOT);
     let w1 = pid_in(&get_text(addr));
 
@@ -1521,16 +1527,7 @@ fn watchfiles_follows_new_directories_and_leaves_virtualenvs_out() {
         "no reload: {}",
         p.stderr()
     );
-    let line = p
-        .stderr()
-        .lines()
-        .find(|l| l.contains("Watched files changed"))
-        .unwrap()
-        .to_string();
-    assert!(
-        line.contains(&format!("({}", root.join("watched_app.py").display())) && !line.contains("six.py"),
-        "{line}"
-    );
+    assert_first_reload_names_the_app(&p, &root, "six.py");
     let mut w2 = w1;
     assert!(
         wait_until(BOOT, || {
