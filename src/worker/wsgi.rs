@@ -722,23 +722,17 @@ impl Statics {
             if !me.resp.started() {
                 return Err(not_started().into());
             }
-            if let Some(last) = &held {
-                // Past the declared Content-Length nothing more can go out.
-                // Asking for more would write nothing, so never fail: an
-                // endless generator held the thread forever, a log line
-                // per block. The connection cannot be reused either.
-                let cl = me.resp.content_length().unwrap_or_default();
+            // Past the declared Content-Length (what went out, and a chunk
+            // held to go last) nothing more can go out. Asking for more
+            // would write nothing, so never fail: an endless generator held
+            // the thread forever, a log line per block. The connection
+            // cannot be reused either.
+            let sent = me.resp.body_sent + held.as_ref().map_or(0, |h| h.len() as u64);
+            if let Some(cl) = me.resp.content_length().filter(|&cl| sent >= cl) {
                 // (A held chunk that overshoots is logged when it is cut.)
-                if me.resp.body_sent + last.len() as u64 == cl {
+                if sent == cl {
                     log::error!("the app sent more than its Content-Length of {cl}; the rest is dropped");
                 }
-                me.resp.must_close = true;
-                break;
-            }
-            if let Some(cl) = me.resp.content_length().filter(|&cl| me.resp.body_sent >= cl) {
-                // The same past a complete body that went out at once (an
-                // app's own generator, see `hold`).
-                log::error!("the app sent more than its Content-Length of {cl}; the rest is dropped");
                 me.resp.must_close = true;
                 break;
             }
