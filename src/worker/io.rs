@@ -94,13 +94,19 @@ impl Progress {
     /// (or all) of what the socket held; if so, counts from here.
     pub fn advanced(&mut self, fd: BorrowedFd<'_>) -> bool {
         let now = unacked(fd);
-        let taken = self.queued.saturating_sub(now);
-        if taken >= MIN_PROGRESS || (taken > 0 && now == 0) {
+        if took_enough(self.queued, now) {
             self.queued = now;
             return true;
         }
         false
     }
+}
+
+/// Whether a socket that held `before` bytes and holds `now` has seen its
+/// client take enough to count as progress: [`MIN_PROGRESS`], or all.
+pub fn took_enough(before: usize, now: usize) -> bool {
+    let taken = before.saturating_sub(now);
+    taken >= MIN_PROGRESS || (taken > 0 && now == 0)
 }
 
 /// Waits until `fd` takes more, for `timeout` since the last progress

@@ -176,8 +176,7 @@ impl ConnSocket {
             return None;
         }
         let now = unacked();
-        let taken = queued.saturating_sub(now);
-        if taken >= super::io::MIN_PROGRESS || (taken > 0 && now == 0) {
+        if super::io::took_enough(queued, now) {
             let next = write_wait(now, Duration::from_millis(ms));
             let _ = self
                 .write_wait
