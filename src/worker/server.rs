@@ -264,8 +264,12 @@ impl Activity {
     /// Whether a thread holds events or deferred responses that another
     /// thread may have to take over.
     fn anything_stashed(&self) -> bool {
-        self.stashes.iter().any(|s| s.len.load(Ordering::Relaxed) > 0)
-            || self.batches.iter().any(|b| b.len.load(Ordering::Relaxed) > 0)
+        (0..self.threads.len()).any(|i| self.holds_anything(i))
+    }
+
+    /// Whether thread `i` holds events or deferred responses.
+    fn holds_anything(&self, i: usize) -> bool {
+        self.stashes[i].len.load(Ordering::Relaxed) > 0 || self.batches[i].len.load(Ordering::Relaxed) > 0
     }
 
     /// Puts back into epoll the events stashed by threads that are stuck in
@@ -853,12 +857,15 @@ pub fn thread_main(shared: &Shared, me: usize) {
                 woke = Some(attached_since);
             }
             let Some(conn) = conn else { continue };
-            if shared.activity.anything_stashed() {
-                if POOL.watched.load(Ordering::Relaxed) {
+            // A watcher puts back what this thread holds if the call is long
+            // (once woken, if it sleeps untimed); without one, the timer's
+            // net covers every thread's.
+            if POOL.watched.load(Ordering::Relaxed) {
+                if shared.activity.holds_anything(me) {
                     POOL.wake_untimed_watcher();
-                } else {
-                    shared.activity.guard(shared);
                 }
+            } else if shared.activity.anything_stashed() {
+                shared.activity.guard(shared);
             }
             let (slot, sock) = (conn.slot, conn.sock.clone());
             let started = woke.unwrap_or_else(Instant::now);
