@@ -8,7 +8,8 @@
 //! writes itself.
 
 use std::io::{self, IoSlice};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError, PyValueError};
@@ -18,7 +19,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::flusher::Stream;
 use super::input::ExpectContinue;
-use super::io::{write_all, write_now};
+use super::io::{write_all, write_now, write_or_park};
 use super::registry::ConnSocket;
 use crate::proto::response::{self as wire, Framing, HeadWriter};
 
@@ -58,9 +59,6 @@ pub struct Response {
     pub must_close: bool,
     /// A write failed: the client is gone, stop producing.
     pub broken: bool,
-    /// The app's body is whole, its last chunk held for the last write:
-    /// the head is as good as sent (start_response with exc_info re-raises).
-    pub held: bool,
     /// Its last piece is framed: what `write()` would add (from the
     /// iterable's close(), say) could only go out of order.
     complete: bool,
@@ -189,6 +187,118 @@ impl Framed {
     }
 }
 
+/// A response's last piece, framed while the app still runs Python: the
+/// iterable's `next()` after the body reached its Content-Length (a
+/// framework's iterator around a generator runs the code after its last
+/// yield there), and the iterable's `close()` (Django sends
+/// `request_finished` from it). The piece is written once the GIL is
+/// released, after all that, so that the head and a whole body go out in
+/// one write with the other quick responses of a batch. If that Python
+/// takes long, another thread writes the piece meanwhile (see
+/// `Activity::release_stuck_stashes`): PEP 3333 forbids a server to delay
+/// a block while the app is busy with something else.
+///
+/// One per app thread, filled and emptied by it within one request.
+#[derive(Default)]
+pub struct Parked {
+    slot: Mutex<Option<Piece>>,
+    /// A piece waits in `slot` that no other thread wrote yet, read
+    /// without the lock.
+    waiting: AtomicBool,
+}
+
+struct Piece {
+    sock: Arc<ConnSocket>,
+    /// What is still to be written: the piece, or the rest of it another
+    /// thread could not write at once (copied), or nothing.
+    framed: Framed,
+    /// Another thread's write of it failed: the client is gone.
+    failed: bool,
+}
+
+/// Where an app thread parks its response's last piece ([`Parked`]), and
+/// what makes sure another thread looks while it is there.
+pub struct ParkSpot<'a> {
+    pub parked: &'a Parked,
+    /// The request's connection.
+    pub sock: &'a Arc<ConnSocket>,
+    pub ensure_look: &'a dyn Fn(),
+}
+
+impl ParkSpot<'_> {
+    pub fn park(&self, framed: Framed) {
+        self.parked.park(self.sock.clone(), framed);
+        (self.ensure_look)();
+    }
+}
+
+impl Parked {
+    fn lock(&self) -> MutexGuard<'_, Option<Piece>> {
+        // A piece is whole between statements: a poisoned lock holds
+        // nothing broken.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Leaves `framed` here for the owner to take back, or for another
+    /// thread to write if the owner is held up first. The caller then
+    /// makes sure a thread looks (see `Activity::guard`).
+    fn park(&self, sock: Arc<ConnSocket>, framed: Framed) {
+        *self.lock() = Some(Piece {
+            sock,
+            framed,
+            failed: false,
+        });
+        self.waiting.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a piece waits that no other thread has written.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The owner takes its piece back: what is left to write (all of it,
+    /// the part another thread could not write at once, or nothing), or
+    /// `Err` if another thread's write failed.
+    pub fn take(&self) -> Option<Result<Framed, io::ErrorKind>> {
+        let piece = self.lock().take();
+        self.waiting.store(false, Ordering::Relaxed);
+        let piece = piece?;
+        Some(if piece.failed {
+            Err(io::ErrorKind::BrokenPipe)
+        } else {
+            Ok(piece.framed)
+        })
+    }
+
+    /// Another thread, the owner being stuck in the app: writes what the
+    /// socket takes now (never waiting) and leaves the rest, copied, for
+    /// the owner. Returns the piece as made, which holds the app's bytes
+    /// objects, for the owner to drop with the GIL held.
+    pub fn write_for_owner(&self) -> Option<Framed> {
+        if !self.waiting() {
+            return None;
+        }
+        let mut slot = self.lock();
+        let piece = slot.as_mut()?;
+        if !self.waiting.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        let fd = piece.sock.fd_borrow();
+        let written = piece
+            .framed
+            .settle()
+            .and_then(|()| piece.framed.with_slices(|slices| write_or_park(fd, slices)));
+        let rest = match written {
+            Ok(rest) => Framed::raw(rest.unwrap_or_default()),
+            Err(_) => {
+                piece.failed = true;
+                Framed::raw(Vec::new())
+            }
+        };
+        Some(std::mem::replace(&mut piece.framed, rest))
+    }
+}
+
 impl Response {
     pub fn new(setup: ResponseSetup) -> Self {
         let must_close = !setup.keep_alive;
@@ -204,7 +314,6 @@ impl Response {
             body_sent: 0,
             must_close,
             broken: false,
-            held: false,
             complete: false,
             stream: None,
         }
@@ -705,7 +814,7 @@ impl StartResponse {
             }
             let exc = exc_info.filter(|e| !e.is_none());
             match exc {
-                Some(exc) if me.resp.head_sent || me.resp.held => {
+                Some(exc) if me.resp.head_sent => {
                     // PEP 3333: too late to change the response; re-raise.
                     let value = exc.get_item(1)?;
                     return Err(PyErr::from_value(value));
@@ -735,7 +844,7 @@ impl StartResponse {
         }
         if self.resp.complete {
             return Err(PyRuntimeError::new_err(
-                "write() after the response's body was complete (from the iterable's close()?)",
+                "write() after the response's body was complete (its Content-Length reached, or from the iterable's close())",
             ));
         }
         if bytes.as_bytes().is_empty() {
@@ -744,5 +853,72 @@ impl StartResponse {
         self.resp
             .send(py, vec![PyBackedBytes::from(bytes.clone())])
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("client went away: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{Shutdown, TcpStream};
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+
+    fn parked_on(sock: TcpStream, bytes: Vec<u8>) -> Parked {
+        let parked = Parked::default();
+        parked.park(Arc::new(ConnSocket::new(OwnedFd::from(sock))), Framed::raw(bytes));
+        parked
+    }
+
+    fn bytes_of(framed: &Framed) -> Vec<u8> {
+        framed.slices().iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    /// Another thread writes what the socket takes at once, never waiting,
+    /// and leaves the rest, in order, for the owner to write.
+    #[test]
+    fn a_piece_written_for_its_owner_leaves_it_the_rest() {
+        let (a, mut b) = crate::worker::io::tests::small_pair();
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let parked = parked_on(a, body.clone());
+        assert!(parked.waiting());
+        let made = parked.write_for_owner().expect("a piece waits");
+        assert_eq!(bytes_of(&made), body, "the piece as made, for the owner to drop");
+        assert!(!parked.waiting());
+        assert!(parked.write_for_owner().is_none(), "written once");
+        let rest = bytes_of(&parked.take().expect("parked").expect("written"));
+        assert!(
+            !rest.is_empty() && rest.len() < body.len(),
+            "{} of {}",
+            rest.len(),
+            body.len()
+        );
+        // The socket closed with the piece: the client has the first part.
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        got.extend_from_slice(&rest);
+        assert!(got == body, "what went out and what is left are the body");
+        assert!(parked.take().is_none(), "taken once");
+    }
+
+    /// A failed write tells the owner the client is gone.
+    #[test]
+    fn a_failed_write_for_the_owner_is_reported() {
+        let (a, _b) = crate::worker::io::tests::small_pair();
+        a.shutdown(Shutdown::Write).unwrap();
+        let parked = parked_on(a, b"HTTP/1.1 200 OK\r\n\r\n".to_vec());
+        assert!(parked.write_for_owner().is_some());
+        assert!(parked.take().expect("parked").is_err());
+    }
+
+    /// The owner that takes its piece first writes it itself.
+    #[test]
+    fn a_piece_taken_back_is_not_written_by_another_thread() {
+        let (a, _b) = crate::worker::io::tests::small_pair();
+        let parked = parked_on(a, b"whole".to_vec());
+        let piece = parked.take().expect("parked").expect("not written");
+        assert_eq!(bytes_of(&piece), b"whole");
+        assert!(!parked.waiting());
+        assert!(parked.write_for_owner().is_none());
     }
 }

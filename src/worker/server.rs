@@ -27,9 +27,9 @@ use super::date_now;
 use super::input::{BodyReader, ExpectContinue, Input};
 use super::io::{flush_parked, read_some, write_or_park};
 use super::registry::{ConnSocket, ConnState, Registry};
-use super::response::{Framed, Response, ResponseSetup, StartResponse};
+use super::response::{Framed, ParkSpot, Parked, Response, ResponseSetup, StartResponse};
 use super::strings::Strings;
-use super::wsgi::{ConnInfo, Forwarded, Peer, Statics};
+use super::wsgi::{AppCall, ConnInfo, Forwarded, Peer, Statics};
 use crate::config::Config;
 use crate::logging::access::{AccessLog, Record};
 use crate::master::balance::{Member, Park};
@@ -113,6 +113,9 @@ pub struct Activity {
     /// [`flush_batch`]), and those another thread wrote because this one
     /// was stuck in the app meanwhile, left for it to drop with the GIL.
     batches: Vec<Batch>,
+    /// Per thread: the last piece of the response it is finishing while
+    /// the app still runs (see [`Parked`]).
+    parked: Vec<Parked>,
     epoch: Instant,
     /// While set, the timer thread looks for stuck stashes and batches
     /// every [`NET_STEP`] (see [`Activity::guard`]).
@@ -193,6 +196,7 @@ impl Activity {
             threads: (0..threads).map(|_| AtomicU64::new(DETACHED)).collect(),
             stashes: (0..threads).map(|_| Stash::default()).collect(),
             batches: (0..threads).map(|_| Batch::default()).collect(),
+            parked: (0..threads).map(|_| Parked::default()).collect(),
             epoch: Instant::now(),
             net: AtomicBool::new(false),
             bell: Bell::default(),
@@ -214,6 +218,18 @@ impl Activity {
                 Some(b) => b.member.wake_self(),
                 None => self.bell.ring(),
             }
+        }
+    }
+
+    /// Called by a thread that parked a response's last piece and runs
+    /// the app's Python on (see [`Parked`]): as before an app call, a
+    /// watcher (woken if it sleeps untimed) or the timer's net writes the
+    /// piece if that takes long.
+    fn look_while_stuck(&self, shared: &Shared) {
+        if POOL.watched.load(Ordering::Relaxed) {
+            POOL.wake_untimed_watcher();
+        } else {
+            self.guard(shared);
         }
     }
 
@@ -267,14 +283,18 @@ impl Activity {
         (0..self.threads.len()).any(|i| self.holds_anything(i))
     }
 
-    /// Whether thread `i` holds events or deferred responses.
+    /// Whether thread `i` holds events, deferred responses or a parked
+    /// last piece.
     fn holds_anything(&self, i: usize) -> bool {
-        self.stashes[i].len.load(Ordering::Relaxed) > 0 || self.batches[i].len.load(Ordering::Relaxed) > 0
+        self.stashes[i].len.load(Ordering::Relaxed) > 0
+            || self.batches[i].len.load(Ordering::Relaxed) > 0
+            || self.parked[i].waiting()
     }
 
     /// Puts back into epoll the events stashed by threads that are stuck in
     /// the app (serving one request for longer than [`PRESUMED_RUNNING`]),
-    /// for the listener to take.
+    /// for the listener to take, and writes their deferred responses and
+    /// parked last pieces.
     pub fn release_stuck_stashes(&self, shared: &Shared, me: usize) {
         let now = self.epoch.elapsed().as_nanos() as u64;
         for (i, stash) in self.stashes.iter().enumerate() {
@@ -291,6 +311,15 @@ impl Activity {
                 };
                 let written: Vec<Option<Framed>> = taken.into_iter().map(|s| write_served(shared, s)).collect();
                 batch.written().extend(written);
+            }
+        }
+        for (i, parked) in self.parked.iter().enumerate() {
+            if i != me
+                && parked.waiting()
+                && !self.busy(i, now)
+                && let Some(made) = parked.write_for_owner()
+            {
+                self.batches[i].written().push(Some(made));
             }
         }
     }
@@ -874,7 +903,7 @@ pub fn thread_main(shared: &Shared, me: usize) {
                 b.member.enter_app();
             }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve(py, shared, conn, started, &mut cache)
+                serve(py, shared, me, conn, started, &mut cache)
             }));
             if let Some(b) = &shared.balance {
                 b.member.leave_app();
@@ -885,6 +914,8 @@ pub fn thread_main(shared: &Shared, me: usize) {
                 Err(_) => {
                     // A bug of ours; the thread and the other connections live on.
                     log::error!("internal error while serving a request; connection closed");
+                    // Nor does another thread write its parked last piece.
+                    drop(shared.activity.parked[me].take());
                     let _ = shared.epoll.delete(sock.fd.as_fd());
                     shared.registry.remove(slot);
                     None
@@ -1680,6 +1711,7 @@ fn only_ours(obj: &Bound<'_, impl pyo3::PyTypeInfo>) -> bool {
 fn serve(
     py: Python<'_>,
     shared: &Shared,
+    me: usize,
     mut conn: Box<Conn>,
     started: Instant,
     cache: &mut ThreadCache,
@@ -1847,9 +1879,17 @@ fn serve(
         },
     };
     let logged_environ = shared.access_log.as_ref().map(|_| environ.clone());
-    let outcome = shared
-        .statics
-        .run_app(py, &shared.app, environ, &sr, &input, &|| request_line.clone());
+    let call = AppCall {
+        start_response: &sr,
+        input: &input,
+        request_line: &|| request_line.clone(),
+        spot: ParkSpot {
+            parked: &shared.activity.parked[me],
+            sock: &conn.sock,
+            ensure_look: &|| shared.activity.look_while_stuck(shared),
+        },
+    };
+    let outcome = shared.statics.run_app(py, &shared.app, environ, &call);
     // An app that kept wsgi.input busy on a thread of its own loses it; the
     // connection cannot be reused then.
     let reader = input.try_borrow_mut().ok().and_then(|mut i| i.reader.take());

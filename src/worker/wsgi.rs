@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use super::input::Input;
 use super::io::sendfile_all;
 use super::python::traceback;
-use super::response::{Framed, StartResponse};
+use super::response::{Framed, ParkSpot, StartResponse};
 use super::strings::{StrCache, Strings};
 use crate::config::Config;
 use crate::master::listeners::Local;
@@ -532,6 +532,16 @@ fn chunk_of(item: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
     }
 }
 
+/// What [`Statics::run_app`] needs of a request besides its environ.
+pub struct AppCall<'a, 'py> {
+    pub start_response: &'a Bound<'py, StartResponse>,
+    pub input: &'a Bound<'py, Input>,
+    /// For log lines.
+    pub request_line: &'a dyn Fn() -> String,
+    /// Where the response's last piece waits while the app finishes.
+    pub spot: ParkSpot<'a>,
+}
+
 impl Statics {
     /// Calls the app and frames its response. Never lets a Python error
     /// escape: before the head is out it becomes a 500, after it the
@@ -541,30 +551,50 @@ impl Statics {
         py: Python<'_>,
         app: &Py<PyAny>,
         environ: Bound<'_, PyDict>,
-        sr: &Bound<'_, StartResponse>,
-        input: &Bound<'_, Input>,
-        request_line: &dyn Fn() -> String,
+        call: &AppCall<'_, '_>,
     ) -> Outcome {
+        let AppCall {
+            start_response: sr,
+            input,
+            request_line,
+            spot,
+        } = call;
         let result = app.bind(py).call1((environ, sr));
         let outcome = match &result {
             Ok(iterable) => {
-                let r = self.write_body(py, iterable, sr);
+                let mut r = self.write_body(py, iterable, sr, spot);
                 // A list or tuple has no close(); asking would raise and
                 // catch an AttributeError per request.
                 let plain = iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
-                if !plain
-                    && let Ok(close) = iterable.getattr(pyo3::intern!(py, "close"))
-                    && let Err(e) = close.call0()
-                {
-                    log::error!(
-                        "close() of the response of {} failed:\n{}",
-                        request_line(),
-                        traceback(py, &e)
-                    );
+                if !plain && let Ok(close) = iterable.getattr(pyo3::intern!(py, "close")) {
+                    // The response is whole: a slow close() must not hold
+                    // it (Django runs its request_finished handlers there).
+                    if let Ok(last) = &mut r
+                        && let Some(piece) = last.take()
+                    {
+                        spot.park(piece);
+                    }
+                    if let Err(e) = close.call0() {
+                        log::error!(
+                            "close() of the response of {} failed:\n{}",
+                            request_line(),
+                            traceback(py, &e)
+                        );
+                    }
                 }
                 r
             }
             Err(e) => Err(Failure::Python(e.clone_ref(py))),
+        };
+        // What was parked, possibly written by another thread meanwhile.
+        let (outcome, late_last) = match (outcome, spot.parked.take()) {
+            (outcome, None) => (outcome, None),
+            (Ok(_), Some(Ok(last))) => (Ok(Some(last)), None),
+            (Ok(_) | Err(Failure::Client), Some(Err(_))) => (Err(Failure::Client), None),
+            // The app failed after its body was whole (code after its last
+            // yield): the body still goes out, then the error ends the
+            // connection.
+            (Err(e), Some(last)) => (Err(e), last.ok()),
         };
         // The app may still be using start_response from a thread of its own.
         let Ok(mut me) = sr.try_borrow_mut() else {
@@ -621,7 +651,7 @@ impl Statics {
                                 last: Some(Framed::raw(msg)),
                             };
                         }
-                        _ => None,
+                        _ => late_last,
                     };
                     return Outcome {
                         code: if resp.head_sent() { resp.code() } else { 0 },
@@ -632,12 +662,13 @@ impl Statics {
                 }
                 log::error!("error handling {}:\n{}", request_line(), traceback(py, &e));
                 if resp.head_sent() {
-                    // Too late for a 500: all we can do is cut the body short.
+                    // Too late for a 500: all we can do is cut the body
+                    // short (or end the connection after a whole one).
                     return Outcome {
                         code: resp.code(),
                         body_bytes: resp.body_sent,
                         close: true,
-                        last: None,
+                        last: late_last,
                     };
                 }
                 let msg = simple_response(
@@ -657,12 +688,14 @@ impl Statics {
         }
     }
 
-    /// Produces the body; returns its last piece, still to be written.
+    /// Produces the body; returns its last piece, still to be written,
+    /// unless it parked it in `spot`.
     fn write_body(
         &self,
         py: Python<'_>,
         iterable: &Bound<'_, PyAny>,
         sr: &Bound<'_, StartResponse>,
+        spot: &ParkSpot<'_>,
     ) -> Result<Option<Framed>, Failure> {
         // The common case: a list (or tuple) of bytes, all produced already.
         let seq = iterable
@@ -687,34 +720,24 @@ impl Statics {
                 return r;
             }
         }
-        // A chunk that completes the declared Content-Length is held back:
-        // the body is whole, so it goes out with the response's last write
-        // (with the head, for a body of one chunk, as most frameworks send),
-        // after the GIL is released. Any other chunk is sent as it comes, so
-        // a stream is never held up. Not when the body is the app's own
-        // generator: code after its last yield (a slow log, a sleep) runs
-        // before the iteration ends, and PEP 3333 forbids delaying a block
-        // for it. Frameworks wrap their bodies in iterators of their own
-        // (Werkzeug's ClosingIterator), whose last step returns at once.
+        // A chunk that completes the declared Content-Length is framed as
+        // the response's last piece: the body is whole, so it goes out with
+        // the response's last write (with the head, for a body of one
+        // chunk, as most frameworks send), after the GIL is released. Any
+        // other chunk is sent as it comes, so a stream is never held up.
+        // The piece is parked (see `Parked`) while the iteration ends: a
+        // framework's iterator around a generator runs the generator's code
+        // after its last yield then, and another thread writes the piece if
+        // that takes long. Not when the body is the app's own generator,
+        // whose next step is that code: its piece is sent at once.
         // SAFETY: a type check on a live object.
         let hold = unsafe { pyo3::ffi::PyGen_Check(iterable.as_ptr()) } == 0;
-        let mut held: Option<PyBackedBytes> = None;
+        let mut parked = false;
+        // The last chunk framed went past the Content-Length (and was cut,
+        // with a log line).
+        let mut cut = false;
         for item in iterable.try_iter()? {
-            let chunk = match item.and_then(|item| chunk_of(&item)) {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    // The app failed after its body was whole (in code
-                    // after its last yield): the body still goes out, then
-                    // the error ends the connection.
-                    if let Some(prev) = held.take() {
-                        let mut me = sr.try_borrow_mut().map_err(PyErr::from)?;
-                        if me.resp.send(py, vec![prev]).is_err() {
-                            return Err(Failure::Client);
-                        }
-                    }
-                    return Err(e.into());
-                }
-            };
+            let chunk = item.and_then(|item| chunk_of(&item))?;
             if chunk.is_empty() {
                 continue;
             }
@@ -722,23 +745,25 @@ impl Statics {
             if !me.resp.started() {
                 return Err(not_started().into());
             }
-            // Past the declared Content-Length (what went out, and a chunk
-            // held to go last) nothing more can go out. Asking for more
-            // would write nothing, so never fail: an endless generator held
-            // the thread forever, a log line per block. The connection
-            // cannot be reused either.
-            let sent = me.resp.body_sent + held.as_ref().map_or(0, |h| h.len() as u64);
-            if let Some(cl) = me.resp.content_length().filter(|&cl| sent >= cl) {
-                // (A held chunk that overshoots is logged when it is cut.)
-                if sent == cl {
+            // Past the declared Content-Length nothing more can go out.
+            // Asking for more would write nothing, so never fail: an endless
+            // generator held the thread forever, a log line per block. The
+            // connection cannot be reused either.
+            if let Some(cl) = me.resp.content_length().filter(|&cl| me.resp.body_sent >= cl) {
+                if !cut {
                     log::error!("the app sent more than its Content-Length of {cl}; the rest is dropped");
                 }
                 me.resp.must_close = true;
                 break;
             }
+            cut = me
+                .resp
+                .content_length()
+                .is_some_and(|cl| me.resp.body_sent + chunk.len() as u64 > cl);
             if hold && me.resp.completes_length(chunk.len()) {
-                held = Some(chunk);
-                me.resp.held = true;
+                let last = me.resp.frame(vec![chunk], true);
+                spot.park(last);
+                parked = true;
             } else if me.resp.send(py, vec![chunk]).is_err() {
                 return Err(Failure::Client);
             }
@@ -755,7 +780,10 @@ impl Statics {
         if me.resp.broken {
             return Err(Failure::Client);
         }
-        Ok(Some(me.resp.frame(held.into_iter().collect(), true)))
+        if parked {
+            return Ok(None);
+        }
+        Ok(Some(me.resp.frame(Vec::new(), true)))
     }
 
     /// sendfile(2) for a wrapper around a regular file; `None` means "not a

@@ -24,6 +24,15 @@
     /done-then-gated?id=X  a generator with its Content-Length: its whole
                     body, then waits (up to 10 s) for /release?id=X
     /endless-gen-cl a generator under Content-Length: 5 that never ends
+    /wrapped-done-then-gated?id=X  /done-then-gated's generator inside an
+                    iterator of the framework's (as Werkzeug's
+                    ClosingIterator wraps stream_with_context)
+    /close-gated?id=X  a whole list body whose close() waits (up to 10 s)
+                    for /release?id=X (as Django's request_finished
+                    handlers run from close())
+    /write-past-cl?id=X  a wrapped generator that yields its whole
+                    Content-Length, then calls write(); records `X:raised`
+                    or `X:written`
     /write-then-read  write(b"early;"), then reads the body and returns
                     b"read:" + body
 """
@@ -54,6 +63,40 @@ def endless():
 def done_then_gated(ident):
     yield b"whole;"
     gate(ident).wait(10)
+
+
+class Wrapped:
+    """A framework's iterator around the app's body, like Werkzeug's
+    ClosingIterator."""
+
+    def __init__(self, inner):
+        self.inner = iter(inner)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.inner)
+
+    def close(self):
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
+class GatedClose(list):
+    def close(self):
+        gate(self.ident).wait(10)
+
+
+def write_past_cl(ident, write):
+    yield b"12345"
+    try:
+        write(b"oops")
+        CLOSED.add(ident + ":written")
+    except RuntimeError:
+        CLOSED.add(ident + ":raised")
+
 
 CLOSED = set()
 CHUNK = b"z" * 65536
@@ -156,6 +199,17 @@ def app(environ, start_response):
     if path == "/done-then-gated":
         start_response("200 OK", text + [("Content-Length", "6")])
         return done_then_gated(ident)
+    if path == "/wrapped-done-then-gated":
+        start_response("200 OK", text + [("Content-Length", "6")])
+        return Wrapped(done_then_gated(ident))
+    if path == "/close-gated":
+        start_response("200 OK", text + [("Content-Length", "6")])
+        body = GatedClose([b"whole;"])
+        body.ident = ident
+        return body
+    if path == "/write-past-cl":
+        write = start_response("200 OK", text + [("Content-Length", "5")])
+        return Wrapped(write_past_cl(ident, write))
     if path == "/release":
         gate(ident).set()
         start_response("200 OK", text)

@@ -142,6 +142,55 @@ fn a_complete_body_is_not_held_for_code_after_the_last_yield() {
     assert_eq!((r.status, r.text().as_str()), (200, "whole;"));
 }
 
+/// Regression: the chunk completing the Content-Length of a body the
+/// app's generator produces inside a framework's iterator (Werkzeug's
+/// ClosingIterator around stream_with_context) was held until the
+/// iteration ended, and every whole body until the iterable's close()
+/// returned (Django runs its request_finished handlers there): code after
+/// the last yield, or a slow close(), delayed the whole response. Now
+/// another thread writes it: the listener (2 threads), the watcher (4), or
+/// the timer thread when the only thread is the one held up (1).
+#[test]
+fn a_whole_response_is_not_held_while_the_app_finishes() {
+    for threads in ["1", "2", "4"] {
+        for path in ["/wrapped-done-then-gated", "/close-gated"] {
+            let s = Server::start("stream:app", &["-w", threads]);
+            let id = format!("held-{}", crate::util::unique());
+            let mut c = s.connect();
+            c.set_read_timeout(Duration::from_secs(5));
+            c.send(format!("GET {path}?id={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            let r = c.read_response(false);
+            if threads == "1" {
+                // Nothing else can serve /release; the server is killed at the end.
+                let r = r.unwrap_or_else(|e| panic!("{path}, 1 thread: {e}"));
+                assert_eq!((r.status, r.text().as_str()), (200, "whole;"), "{path}");
+                continue;
+            }
+            assert_eq!(s.get(&format!("/release?id={id}")).text(), "released");
+            let r = r.unwrap_or_else(|e| panic!("{path}, {threads} threads: the response waited for the app: {e}"));
+            assert_eq!((r.status, r.text().as_str()), (200, "whole;"), "{path}");
+            assert_eq!(r.header("connection"), None, "{path}: {r:?}");
+            // The connection carries the next request as usual.
+            assert_eq!(c.get("/fixed").text(), "fixed", "{path}, {threads} threads");
+        }
+    }
+}
+
+/// PEP 3333: a server "should ... raise an error if the application
+/// tries to write() past" its Content-Length. Regression: a write() from
+/// code after the last yield of a framework-wrapped body took the room of
+/// the chunk that had completed the length, so the client got `oops1`
+/// instead of `12345`.
+#[test]
+fn write_past_the_content_length_raises() {
+    let s = Server::start("stream:app", &["-w", "2"]);
+    let id = format!("past-{}", crate::util::unique());
+    let mut c = s.connect();
+    let r = c.get(&format!("/write-past-cl?id={id}"));
+    assert_eq!((r.status, r.text().as_str()), (200, "12345"));
+    assert_eq!(c.get(&format!("/closed?id={id}:raised")).text(), "yes");
+}
+
 /// An endless generator under a Content-Length gets its length's worth,
 /// then the server stops iterating and closes: it does not hold the thread
 /// forever (nor log a line per block). A guard for the change above, which
