@@ -842,13 +842,13 @@ impl StartResponse {
         if !self.resp.started() {
             return Err(PyAssertionError::new_err("write() called before start_response"));
         }
+        if bytes.as_bytes().is_empty() {
+            return Ok(());
+        }
         if self.resp.complete {
             return Err(PyRuntimeError::new_err(
                 "write() after the response's body was complete (its Content-Length reached, or from the iterable's close())",
             ));
-        }
-        if bytes.as_bytes().is_empty() {
-            return Ok(());
         }
         self.resp
             .send(py, vec![PyBackedBytes::from(bytes.clone())])

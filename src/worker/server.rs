@@ -221,11 +221,16 @@ impl Activity {
         }
     }
 
-    /// Called by a thread that parked a response's last piece and runs
-    /// the app's Python on (see [`Parked`]): as before an app call, a
-    /// watcher (woken if it sleeps untimed) or the timer's net writes the
-    /// piece if that takes long.
+    /// Called by a thread about to run the app's Python while it holds
+    /// something another thread may have to take over: stashed events,
+    /// deferred responses, a parked last piece (see [`Parked`]). A
+    /// watcher (woken if it sleeps untimed) or, without one, the timer's
+    /// net does it if the Python takes long.
     fn look_while_stuck(&self, shared: &Shared) {
+        // Pairs with the fence a watcher passes on its way to listening:
+        // either this thread sees it gone (and arms the net), or the
+        // listener sees what this thread holds.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if POOL.watched.load(Ordering::Relaxed) {
             POOL.wake_untimed_watcher();
         } else {
@@ -678,6 +683,9 @@ impl Pool {
                 drop(st);
                 // While another thread's stash is not empty, the listener
                 // also does the watcher's job (there may be no watcher).
+                // Pairs with the fence in `look_while_stuck`: a thread that
+                // saw this one still watching left it to look.
+                std::sync::atomic::fence(Ordering::SeqCst);
                 let found = loop {
                     let timeout = if shared.activity.anything_stashed() {
                         shared.activity.release_stuck_stashes(shared, me);
@@ -889,11 +897,9 @@ pub fn thread_main(shared: &Shared, me: usize) {
             // A watcher puts back what this thread holds if the call is long
             // (once woken, if it sleeps untimed); without one, the timer's
             // net covers every thread's.
-            if POOL.watched.load(Ordering::Relaxed) {
-                if shared.activity.holds_anything(me) {
-                    POOL.wake_untimed_watcher();
-                }
-            } else if shared.activity.anything_stashed() {
+            if shared.activity.holds_anything(me) {
+                shared.activity.look_while_stuck(shared);
+            } else if !POOL.watched.load(Ordering::Relaxed) && shared.activity.anything_stashed() {
                 shared.activity.guard(shared);
             }
             let (slot, sock) = (conn.slot, conn.sock.clone());

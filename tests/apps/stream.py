@@ -31,8 +31,9 @@
                     for /release?id=X (as Django's request_finished
                     handlers run from close())
     /write-past-cl?id=X  a wrapped generator that yields its whole
-                    Content-Length, then calls write(); records `X:raised`
-                    or `X:written`
+                    Content-Length, then calls write(b"") (records
+                    `X:empty-ok` if that passes) and write(b"oops");
+                    records `X:raised` or `X:written`
     /write-then-read  write(b"early;"), then reads the body and returns
                     b"read:" + body
 """
@@ -91,6 +92,11 @@ class GatedClose(list):
 
 def write_past_cl(ident, write):
     yield b"12345"
+    try:
+        write(b"")
+        CLOSED.add(ident + ":empty-ok")
+    except RuntimeError:
+        pass
     try:
         write(b"oops")
         CLOSED.add(ident + ":written")

@@ -148,8 +148,9 @@ fn a_complete_body_is_not_held_for_code_after_the_last_yield() {
 /// iteration ended, and every whole body until the iterable's close()
 /// returned (Django runs its request_finished handlers there): code after
 /// the last yield, or a slow close(), delayed the whole response. Now
-/// another thread writes it: the listener (2 threads), the watcher (4), or
-/// the timer thread when the only thread is the one held up (1).
+/// another thread writes it: another app thread (the watcher or the
+/// listener, whichever the pool has then), or the timer thread when the
+/// only thread is the one held up (1).
 #[test]
 fn a_whole_response_is_not_held_while_the_app_finishes() {
     for threads in ["1", "2", "4"] {
@@ -189,6 +190,8 @@ fn write_past_the_content_length_raises() {
     let r = c.get(&format!("/write-past-cl?id={id}"));
     assert_eq!((r.status, r.text().as_str()), (200, "12345"));
     assert_eq!(c.get(&format!("/closed?id={id}:raised")).text(), "yes");
+    // Writing nothing is not writing past it.
+    assert_eq!(c.get(&format!("/closed?id={id}:empty-ok")).text(), "yes");
 }
 
 /// An endless generator under a Content-Length gets its length's worth,
