@@ -606,8 +606,9 @@ impl Response {
             Framing::Length(limit) => {
                 let room = limit.saturating_sub(self.body_sent);
                 if total > room {
+                    // The wire still says what the head did: the connection
+                    // stays good for the next request (as gunicorn's).
                     log::error!("the app sent more than its Content-Length of {limit}; response truncated");
-                    self.must_close = true;
                 }
                 framed.body_limit = total.min(room);
                 self.body_sent += framed.body_limit;

@@ -747,13 +747,12 @@ impl Statics {
             }
             // Past the declared Content-Length nothing more can go out.
             // Asking for more would write nothing, so never fail: an endless
-            // generator held the thread forever, a log line per block. The
-            // connection cannot be reused either.
+            // generator held the thread forever, a log line per block. What
+            // went out is what the head said: the connection stays.
             if let Some(cl) = me.resp.content_length().filter(|&cl| me.resp.body_sent >= cl) {
                 if !cut {
                     log::error!("the app sent more than its Content-Length of {cl}; the rest is dropped");
                 }
-                me.resp.must_close = true;
                 break;
             }
             cut = me
