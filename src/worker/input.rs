@@ -29,9 +29,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// head is. The lock is held while the 100 is written, so a head made
 /// meanwhile waits for it. The write is 25 bytes and goes through at once
 /// unless a pipelined response before this request still fills the
-/// socket; then the head waits with it, up to the write timeout, holding
-/// the GIL (only an app that reads the body on one thread and answers on
-/// another gets there).
+/// socket; then the head waits with it, up to the write timeout, with the
+/// GIL released (only an app that reads the body on one thread and answers
+/// on another gets there).
 #[derive(Clone)]
 pub struct ExpectContinue(Arc<Mutex<Continue>>);
 
@@ -63,9 +63,30 @@ impl ExpectContinue {
         send()
     }
 
-    /// The final response goes out first: no 100 any more. Waits for a 100
-    /// being written now.
-    pub fn moot(&self) {
+    /// The final response's head goes out: no 100 any more. Returns
+    /// whether the 100 was still owed (the client may be holding its body
+    /// back). Waits for a 100 being written now, detached: that write
+    /// waits for a slow client, and the worker's other threads must not
+    /// wait with it.
+    pub fn moot(&self, py: Python<'_>) -> bool {
+        let mut state = match self.0.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                py.detach(|| drop(self.lock()));
+                self.lock()
+            }
+        };
+        let owed = *state == Continue::Pending;
+        if owed {
+            *state = Continue::Moot;
+        }
+        owed
+    }
+
+    /// The whole body came without a 100: none is owed any more. Called
+    /// by the reader, the only writer of a 100, so it never waits for one.
+    fn arrived(&self) {
         let mut state = self.lock();
         if *state == Continue::Pending {
             *state = Continue::Moot;
@@ -74,11 +95,6 @@ impl ExpectContinue {
 
     fn sent(&self) -> bool {
         *self.lock() == Continue::Sent
-    }
-
-    /// Neither sent nor moot: the client may still be holding its body back.
-    pub fn pending(&self) -> bool {
-        *self.lock() == Continue::Pending
     }
 }
 
@@ -161,7 +177,7 @@ impl BodyReader {
     fn body_complete(&mut self) {
         self.done = true;
         if let Some(e) = &self.expect {
-            e.moot();
+            e.arrived();
         }
     }
 
@@ -471,8 +487,9 @@ mod tests {
         let head = {
             let expect = expect.clone();
             std::thread::spawn(move || {
-                expect.moot();
-                mooted_tx.send(()).unwrap();
+                Python::initialize();
+                let owed = Python::attach(|py| expect.moot(py));
+                mooted_tx.send(owed).unwrap();
             })
         };
         assert_eq!(
@@ -481,10 +498,55 @@ mod tests {
             "the head went ahead of the 100 being written"
         );
         release.send(()).unwrap();
-        mooted.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            !mooted.recv_timeout(Duration::from_secs(5)).unwrap(),
+            "the 100 went out"
+        );
         reader.join().unwrap().unwrap();
         head.join().unwrap();
         assert!(expect.sent());
+    }
+
+    /// Regression: a head made while another thread wrote the 100 waited
+    /// for that write holding the GIL, and a slow client's write lasts up
+    /// to the write timeout: every other thread of the worker waited too.
+    #[test]
+    fn a_head_waits_for_the_100_without_the_gil() {
+        Python::initialize();
+        let expect = ExpectContinue::new();
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let reader = {
+            let expect = expect.clone();
+            std::thread::spawn(move || {
+                expect.answer(|| {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        started.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (waiting_tx, waiting) = mpsc::channel();
+        let head = {
+            let expect = expect.clone();
+            std::thread::spawn(move || {
+                Python::attach(|py| {
+                    // Attached from here until moot lets the GIL go.
+                    waiting_tx.send(()).unwrap();
+                    expect.moot(py)
+                })
+            })
+        };
+        waiting.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (attached_tx, attached) = mpsc::channel();
+        let other = std::thread::spawn(move || Python::attach(|_| attached_tx.send(()).unwrap()));
+        let got_the_gil = attached.recv_timeout(Duration::from_secs(5));
+        release.send(()).unwrap();
+        got_the_gil.expect("another thread got the GIL while the head waited");
+        reader.join().unwrap().unwrap();
+        assert!(!head.join().unwrap());
+        other.join().unwrap();
     }
 
     #[test]
@@ -499,8 +561,9 @@ mod tests {
         expect.answer(send).unwrap();
         assert_eq!(sent.get(), 1);
         let expect = ExpectContinue::new();
-        expect.moot();
-        assert!(!expect.pending());
+        Python::initialize();
+        assert!(Python::attach(|py| expect.moot(py)), "owed");
+        assert!(!Python::attach(|py| expect.moot(py)), "moot already");
         expect.answer(send).unwrap();
         assert_eq!(sent.get(), 1, "a 100 after the head");
     }

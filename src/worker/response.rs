@@ -506,7 +506,7 @@ impl Response {
 
     /// Builds the head; `known_total` is the whole body's length when the
     /// app already produced all of it.
-    fn head(&mut self, known_total: Option<u64>) -> Vec<u8> {
+    fn head(&mut self, py: Python<'_>, known_total: Option<u64>) -> Vec<u8> {
         let mut buf = if !self.started {
             let mut buf = Vec::with_capacity(256);
             self.head_start(&mut buf, b"500 Internal Server Error");
@@ -555,10 +555,9 @@ impl Response {
         // The head goes out while the client still waits for the 100
         // Continue it never got (whether the response is whole or streams):
         // its body may follow or not, so the connection cannot carry
-        // another request, and the head says so.
-        if super::STOPPING.load(std::sync::atomic::Ordering::Relaxed)
-            || self.setup.expect.as_ref().is_some_and(ExpectContinue::pending)
-        {
+        // another request, and the head says so. No 100 after this.
+        let owed = self.setup.expect.as_ref().is_some_and(|e| e.moot(py));
+        if super::STOPPING.load(std::sync::atomic::Ordering::Relaxed) || owed {
             self.must_close = true;
         }
         if self.must_close {
@@ -570,9 +569,6 @@ impl Response {
         }
         w.end();
         self.head_sent = true;
-        if let Some(e) = &self.setup.expect {
-            e.moot();
-        }
         buf
     }
 
@@ -581,13 +577,13 @@ impl Response {
     /// lengths are known and the chunked terminator is added. The caller
     /// writes the result, now ([`Response::send`]) or after releasing the GIL
     /// for its next wait (the final piece of a response).
-    pub fn frame(&mut self, chunks: Vec<PyBackedBytes>, last: bool) -> Framed {
+    pub fn frame(&mut self, py: Python<'_>, chunks: Vec<PyBackedBytes>, last: bool) -> Framed {
         self.complete |= last;
         let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         let head = if self.head_sent {
             Vec::new()
         } else {
-            self.head(if last { Some(self.body_sent + total) } else { None })
+            self.head(py, if last { Some(self.body_sent + total) } else { None })
         };
         let mut framed = Framed {
             head,
@@ -647,7 +643,7 @@ impl Response {
         if self.broken {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let framed = self.frame(chunks, false);
+        let framed = self.frame(py, chunks, false);
         let slices = framed.slices();
         let size: usize = slices.iter().map(|s| s.len()).sum();
         if self.stream.is_none() && size < DIRECT_WRITE {
@@ -735,7 +731,7 @@ impl Response {
         if self.head_sent {
             return Ok(());
         }
-        let head = self.head(known_total);
+        let head = self.head(py, known_total);
         let sock = &**self.sock()?;
         let timeout = self.setup.write_timeout;
         let r = py.detach(|| write_all(sock.fd_borrow(), &mut [IoSlice::new(&head)], timeout));

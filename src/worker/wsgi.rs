@@ -712,7 +712,7 @@ impl Statics {
             if !me.resp.started() {
                 return Err(not_started().into());
             }
-            return Ok(Some(me.resp.frame(chunks, true)));
+            return Ok(Some(me.resp.frame(py, chunks, true)));
         }
         if iterable.is_instance(self.file_wrapper.bind(py))? {
             let wrapper = iterable.cast::<FileWrapper>().map_err(PyErr::from)?;
@@ -760,7 +760,7 @@ impl Statics {
                 .content_length()
                 .is_some_and(|cl| me.resp.body_sent + chunk.len() as u64 > cl);
             if hold && me.resp.completes_length(chunk.len()) {
-                let last = me.resp.frame(vec![chunk], true);
+                let last = me.resp.frame(py, vec![chunk], true);
                 spot.park(last);
                 parked = true;
             } else if me.resp.send(py, vec![chunk]).is_err() {
@@ -782,7 +782,7 @@ impl Statics {
         if parked {
             return Ok(None);
         }
-        Ok(Some(me.resp.frame(Vec::new(), true)))
+        Ok(Some(me.resp.frame(py, Vec::new(), true)))
     }
 
     /// sendfile(2) for a wrapper around a regular file; `None` means "not a
@@ -878,6 +878,6 @@ impl Statics {
             }
         }
         // Checks the promised length and ends the body.
-        Ok(Some(Ok(Some(me.resp.frame(Vec::new(), true)))))
+        Ok(Some(Ok(Some(me.resp.frame(py, Vec::new(), true)))))
     }
 }
