@@ -273,7 +273,9 @@ pub fn run(config: Config, listeners: Vec<Listener>, role: Role) -> Result<i32, 
                         // The last resort for events stashed by a thread stuck
                         // in the app when no other thread could put them back
                         // (see server::Stash); the watcher does it within 1 ms,
-                        // or the net above within 5 ms when there is none.
+                        // or the net above within 5 ms when there is none. And
+                        // the only way for the parked piece of a single app
+                        // thread (see server::Activity::cover_parked).
                         s.activity.release_stuck_stashes(&s, usize::MAX);
                         let n = s.registry.expire();
                         if n > 0 {
