@@ -463,13 +463,9 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
-    /// Regression: the 100 Continue was written after its state changed,
-    /// so a response head made by another thread in between went out
-    /// first, and the 100 landed inside the response. A head now waits for
-    /// a 100 being written.
-    #[test]
-    fn a_head_waits_for_a_100_being_written() {
-        let expect = ExpectContinue::new();
+    /// A reader thread in the middle of writing the 100 (holding the lock)
+    /// until `release` is sent to.
+    fn writing_a_100(expect: &ExpectContinue) -> (std::thread::JoinHandle<io::Result<()>>, mpsc::Sender<()>) {
         let (started_tx, started) = mpsc::channel();
         let (release, release_rx) = mpsc::channel::<()>();
         let reader = {
@@ -483,6 +479,17 @@ mod tests {
             })
         };
         started.recv_timeout(Duration::from_secs(5)).unwrap();
+        (reader, release)
+    }
+
+    /// Regression: the 100 Continue was written after its state changed,
+    /// so a response head made by another thread in between went out
+    /// first, and the 100 landed inside the response. A head now waits for
+    /// a 100 being written.
+    #[test]
+    fn a_head_waits_for_a_100_being_written() {
+        let expect = ExpectContinue::new();
+        let (reader, release) = writing_a_100(&expect);
         let (mooted_tx, mooted) = mpsc::channel();
         let head = {
             let expect = expect.clone();
@@ -514,19 +521,7 @@ mod tests {
     fn a_head_waits_for_the_100_without_the_gil() {
         Python::initialize();
         let expect = ExpectContinue::new();
-        let (started_tx, started) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel::<()>();
-        let reader = {
-            let expect = expect.clone();
-            std::thread::spawn(move || {
-                expect.answer(|| {
-                    started_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                    Ok(())
-                })
-            })
-        };
-        started.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (reader, release) = writing_a_100(&expect);
         let (waiting_tx, waiting) = mpsc::channel();
         let head = {
             let expect = expect.clone();
