@@ -1279,6 +1279,14 @@ fn close_conn(shared: &Shared, mut conn: Box<Conn>) {
     }
     spare_buffer(std::mem::take(&mut conn.buf));
     shared.registry.remove(conn.slot);
+    if Arc::strong_count(&conn.sock) > 1 {
+        // Something still holds the socket: a write() or a wsgi.input read
+        // on a thread of the app's own that outlived its request (waiting
+        // for the client, up to the timeouts), or a stream the flusher has
+        // not dropped yet. The connection ends now all the same: the wait
+        // fails at once, and the client gets its FIN.
+        let _ = nix::sys::socket::shutdown(conn.sock.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    }
     drop(conn);
     shared.unpark_if_due(false);
 }

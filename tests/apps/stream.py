@@ -36,9 +36,13 @@
                     records `X:raised` or `X:written`
     /write-then-read  write(b"early;"), then reads the body and returns
                     b"read:" + body
+    /thread-write?id=X  a thread of the app's own calls write() with 64 MiB
+                    and the app returns [] while it is inside it (it
+                    waits 0.5 s for that); records `X:written` or `X:failed`
 """
 
 import threading
+import time
 from urllib.parse import parse_qs
 
 GATES = {}
@@ -216,6 +220,23 @@ def app(environ, start_response):
     if path == "/write-past-cl":
         write = start_response("200 OK", text + [("Content-Length", "5")])
         return Wrapped(write_past_cl(ident, write))
+    if path == "/thread-write":
+        write = start_response("200 OK", text)
+        started = threading.Event()
+
+        def run():
+            started.set()
+            try:
+                write(b"x" * (64 << 20))
+                CLOSED.add(ident + ":written")
+            except Exception:
+                CLOSED.add(ident + ":failed")
+
+        threading.Thread(target=run, daemon=True).start()
+        started.wait(10)
+        # Into its write, which the client (reading nothing) holds up.
+        time.sleep(0.5)
+        return []
     if path == "/release":
         gate(ident).set()
         start_response("200 OK", text)

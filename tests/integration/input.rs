@@ -337,3 +337,26 @@ fn a_kept_start_response_lets_go_of_the_connection() {
     let over = "RuntimeError: the request this start_response belongs to is over";
     assert_eq!(r.text(), format!("{over}\n{over}"));
 }
+
+/// Nor does a write() still under way on a thread of the app's own when
+/// the request ends (the app returned while it wrote): the server drops the
+/// connection, and the write must not go on through it. Regression: the
+/// write kept the socket open and went on as the client read, all 64 MiB of
+/// it (up to --write-timeout with a client that reads nothing).
+#[test]
+fn a_write_under_way_on_an_apps_thread_ends_with_its_request() {
+    let s = Server::start("stream:app", &["-w", "2", "--write-timeout", "60"]);
+    let id = format!("thread-write-{}", crate::util::unique());
+    let mut c = s.connect();
+    c.send(format!("GET /thread-write?id={id} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    // The client reads nothing until the request is over.
+    s.expect_log("is still in use after the app returned", Duration::from_secs(10));
+    let end = c.read_to_end(Duration::from_secs(30));
+    assert!(end.closed(), "the connection stayed open");
+    let got = end.bytes().len();
+    assert!(got < 32 << 20, "the write went on after its request ended: {got} bytes");
+    assert!(
+        s.poll_until(&format!("/closed?id={id}:failed"), "yes", Duration::from_secs(10)),
+        "the app's write did not fail"
+    );
+}
