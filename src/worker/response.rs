@@ -223,12 +223,24 @@ pub struct ParkSpot<'a> {
     /// The request's connection.
     pub sock: &'a Arc<ConnSocket>,
     pub ensure_look: &'a dyn Fn(),
+    /// This request parked something: most (a list body) never do, and
+    /// skip the slot's lock.
+    pub used: std::cell::Cell<bool>,
 }
 
 impl ParkSpot<'_> {
     pub fn park(&self, framed: Framed) {
+        self.used.set(true);
         self.parked.park(self.sock.clone(), framed);
         (self.ensure_look)();
+    }
+
+    /// [`Parked::take`], for the request that parked.
+    pub fn take(&self) -> Option<Result<Framed, io::ErrorKind>> {
+        if !self.used.replace(false) {
+            return None;
+        }
+        self.parked.take()
     }
 }
 

@@ -1914,6 +1914,7 @@ fn serve(
             parked: &shared.activity.parked[me],
             sock: &conn.sock,
             ensure_look: &|| shared.activity.cover_parked(shared),
+            used: std::cell::Cell::new(false),
         },
     };
     let outcome = shared.statics.run_app(py, &shared.app, environ, &call);

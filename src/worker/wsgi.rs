@@ -587,15 +587,19 @@ impl Statics {
             Err(e) => Err(Failure::Python(e.clone_ref(py))),
         };
         // What was parked, possibly written by another thread meanwhile.
-        let (outcome, late_last) = match (outcome, spot.parked.take()) {
-            (outcome, None) => (outcome, None),
-            (Ok(_), Some(Ok(last))) => (Ok(Some(last)), None),
-            (Ok(_) | Err(Failure::Client), Some(Err(_))) => (Err(Failure::Client), None),
-            // The app failed after its body was whole (code after its last
-            // yield): the body still goes out, then the error ends the
-            // connection.
-            (Err(e), Some(last)) => (Err(e), last.ok()),
-        };
+        // (Most responses park nothing: they pay for a flag only.)
+        let mut outcome = outcome;
+        let mut late_last = None;
+        if let Some(parked) = spot.take() {
+            (outcome, late_last) = match (outcome, parked) {
+                (Ok(_), Ok(last)) => (Ok(Some(last)), None),
+                (Ok(_) | Err(Failure::Client), Err(_)) => (Err(Failure::Client), None),
+                // The app failed after its body was whole (code after its
+                // last yield): the body still goes out, then the error ends
+                // the connection.
+                (Err(e), last) => (Err(e), last.ok()),
+            };
+        }
         // The app may still be using start_response from a thread of its own.
         let Ok(mut me) = sr.try_borrow_mut() else {
             log::error!(
