@@ -69,12 +69,13 @@ impl ExpectContinue {
     /// waits for a slow client, and the worker's other threads must not
     /// wait with it.
     pub fn moot(&self, py: Python<'_>) -> bool {
-        let mut state = match self.0.try_lock() {
-            Ok(state) => state,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                py.detach(|| drop(self.lock()));
-                self.lock()
+        // (Each wait is detached; the lock is taken attached, so another
+        // holder may come in between, and then it is waited for again.)
+        let mut state = loop {
+            match self.0.try_lock() {
+                Ok(state) => break state,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => py.detach(|| drop(self.lock())),
             }
         };
         let owed = *state == Continue::Pending;

@@ -150,6 +150,13 @@ impl ConnSocket {
         unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
     }
 
+    /// Ends the sending side: the client gets its FIN after what is
+    /// queued, and a write waiting on the socket fails.
+    pub fn shutdown_output(&self) {
+        // SAFETY: the fd is owned by self and open for as long as self lives.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+    }
+
     fn shutdown_input(&self) {
         // SAFETY: the fd is owned by self and open for as long as self lives.
         unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RD) };

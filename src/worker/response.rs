@@ -62,6 +62,8 @@ pub struct Response {
     /// Its last piece is framed: what `write()` would add (from the
     /// iterable's close(), say) could only go out of order.
     complete: bool,
+    /// The app went past its Content-Length (logged once).
+    overrun: bool,
     /// The streamed part of the body, while the flusher may be writing it.
     stream: Option<StreamEnd>,
 }
@@ -327,6 +329,7 @@ impl Response {
             must_close,
             broken: false,
             complete: false,
+            overrun: false,
             stream: None,
         }
     }
@@ -614,9 +617,7 @@ impl Response {
             Framing::Length(limit) => {
                 let room = limit.saturating_sub(self.body_sent);
                 if total > room {
-                    // The wire still says what the head did: the connection
-                    // stays good for the next request (as gunicorn's).
-                    log::error!("the app sent more than its Content-Length of {limit}; response truncated");
+                    self.overrun(limit);
                 }
                 framed.body_limit = total.min(room);
                 self.body_sent += framed.body_limit;
@@ -724,6 +725,16 @@ impl Response {
             self.must_close = true;
         }
         result
+    }
+
+    /// The app went past its Content-Length `limit`: the rest is dropped
+    /// (logged once per response). What went out is what the head said,
+    /// so the connection stays good for the next request, as gunicorn's.
+    pub fn overrun(&mut self, limit: u64) {
+        if !self.overrun {
+            self.overrun = true;
+            log::error!("the app sent more than its Content-Length of {limit}; the rest is dropped");
+        }
     }
 
     /// Whether `len` more body bytes reach the Content-Length the app

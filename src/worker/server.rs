@@ -1280,12 +1280,15 @@ fn close_conn(shared: &Shared, mut conn: Box<Conn>) {
     spare_buffer(std::mem::take(&mut conn.buf));
     shared.registry.remove(conn.slot);
     if Arc::strong_count(&conn.sock) > 1 {
-        // Something still holds the socket: a write() or a wsgi.input read
-        // on a thread of the app's own that outlived its request (waiting
-        // for the client, up to the timeouts), or a stream the flusher has
-        // not dropped yet. The connection ends now all the same: the wait
-        // fails at once, and the client gets its FIN.
-        let _ = nix::sys::socket::shutdown(conn.sock.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        // Something else still holds the socket: a write() on a thread of
+        // the app's own that outlived its request (waiting for the client,
+        // up to the write timeout), a stream the flusher has not dropped
+        // yet, or the serving thread's own handle while it serves. The
+        // response ends now all the same: such a write fails at once, and
+        // the client gets its FIN. Only the sending side: a wsgi.input read
+        // on the app's thread goes on, and a client still sending its body
+        // gets no reset for it (one could destroy the response unread).
+        conn.sock.shutdown_output();
     }
     drop(conn);
     shared.unpark_if_due(false);

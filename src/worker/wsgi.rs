@@ -737,9 +737,6 @@ impl Statics {
         // SAFETY: a type check on a live object.
         let hold = unsafe { pyo3::ffi::PyGen_Check(iterable.as_ptr()) } == 0;
         let mut parked = false;
-        // The last chunk framed went past the Content-Length (and was cut,
-        // with a log line).
-        let mut cut = false;
         for item in iterable.try_iter()? {
             let chunk = item.and_then(|item| chunk_of(&item))?;
             if chunk.is_empty() {
@@ -754,15 +751,9 @@ impl Statics {
             // generator held the thread forever, a log line per block. What
             // went out is what the head said: the connection stays.
             if let Some(cl) = me.resp.content_length().filter(|&cl| me.resp.body_sent >= cl) {
-                if !cut {
-                    log::error!("the app sent more than its Content-Length of {cl}; the rest is dropped");
-                }
+                me.resp.overrun(cl);
                 break;
             }
-            cut = me
-                .resp
-                .content_length()
-                .is_some_and(|cl| me.resp.body_sent + chunk.len() as u64 > cl);
             if hold && me.resp.completes_length(chunk.len()) {
                 let last = me.resp.frame(py, vec![chunk], true);
                 spot.park(last);
@@ -854,13 +845,12 @@ impl Statics {
         }
         let available = (stat.st_size as u64).saturating_sub(offset as u64);
         // What the Content-Length leaves after what write() already sent;
-        // a file longer than that is cut, and the connection closed, as
-        // for any body longer than its Content-Length.
+        // a file longer than that is cut, as any body longer than its
+        // Content-Length.
         let sent = me.resp.body_sent;
         let len = match me.resp.content_length() {
             Some(cl) if cl.saturating_sub(sent) < available => {
-                log::error!("the app sent more than its Content-Length of {cl}; response truncated");
-                me.resp.must_close = true;
+                me.resp.overrun(cl);
                 cl.saturating_sub(sent)
             }
             _ => available,

@@ -4,6 +4,7 @@
     /gen    a generator of the same chunks, no Content-Length
     /file   wsgi.file_wrapper over a file in $ZIBAI_TEST_TMP
     /file-noread  the same over a file whose read() raises (sendfile only)
+    /file-short-length  /file under a Content-Length of 1000
     /bytesio  wsgi.file_wrapper over an io.BytesIO (no fileno: iterated)
     /small  a few bytes, to check other clients are still served
     /gzip   wsgi.file_wrapper over a gzip file object (fileno() is the
@@ -168,6 +169,10 @@ def app(environ, start_response):
         text = "%s %d" % (w.filelike is inner, w.blksize)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [text.encode()]
+    if path == "/file-short-length":
+        f = open(big_file(), "rb")
+        start_response("200 OK", headers + [("Content-Length", "1000")])
+        return environ["wsgi.file_wrapper"](f, 65536)
     if path == "/file-with-length":
         f = open(big_file(), "rb")
         start_response("200 OK", headers + [("Content-Length", str(len(CHUNKS) * 65536))])

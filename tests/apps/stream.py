@@ -18,6 +18,7 @@
     /head-empty     as /gen?n=3, but no body at all for HEAD (as Werkzeug
                     answers HEAD for a streamed response)
     /long-gen       a generator sending 10 bytes under Content-Length: 5
+    /long-write     the same through three write() calls
     /gated?id=X     a generator: `first;`, then waits (up to 10 s) for
                     /release?id=X, then `second;` (&cl=1: with a Content-Length)
     /release?id=X   lets /gated?id=X go on
@@ -36,6 +37,10 @@
                     records `X:raised` or `X:written`
     /write-then-read  write(b"early;"), then reads the body and returns
                     b"read:" + body
+    /thread-read?id=X  a thread of the app's own reads the whole body while
+                    the app answers 202 at once (after 0.5 s, for the thread
+                    to be inside its read); records `X:read-N`, N the bytes
+                    it read
     /thread-write?id=X  a thread of the app's own calls write() with 64 MiB
                     and the app returns [] while it is inside it (it
                     waits 0.5 s for that); records `X:written` or `X:failed`
@@ -196,6 +201,12 @@ def app(environ, start_response):
         chunks = [("chunk-%d;" % i).encode() for i in range(n)]
         start_response("200 OK", text + [("Content-Length", str(sum(map(len, chunks))))])
         return iter(chunks)
+    if path == "/long-write":
+        write = start_response("200 OK", text + [("Content-Length", "5")])
+        write(b"12345")
+        write(b"678")
+        write(b"90")
+        return []
     if path == "/long-gen":
         start_response("200 OK", text + [("Content-Length", "5")])
         return iter([b"12345", b"67890"])
@@ -220,6 +231,30 @@ def app(environ, start_response):
     if path == "/write-past-cl":
         write = start_response("200 OK", text + [("Content-Length", "5")])
         return Wrapped(write_past_cl(ident, write))
+    if path == "/thread-read":
+        body = environ["wsgi.input"]
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        started = threading.Event()
+
+        def read_all():
+            started.set()
+            got = 0
+            try:
+                while got < size:
+                    block = body.read(min(65536, size - got))
+                    if not block:
+                        break
+                    got += len(block)
+            except Exception:
+                pass
+            CLOSED.add("%s:read-%d" % (ident, got))
+
+        threading.Thread(target=read_all, daemon=True).start()
+        started.wait(10)
+        # Into its read, which waits for the rest of the body.
+        time.sleep(0.5)
+        start_response("202 Accepted", text)
+        return [b"accepted"]
     if path == "/thread-write":
         write = start_response("200 OK", text)
         started = threading.Event()

@@ -360,3 +360,24 @@ fn a_write_under_way_on_an_apps_thread_ends_with_its_request() {
         "the app's write did not fail"
     );
 }
+
+/// A wsgi.input read on a thread of the app's own goes on after the
+/// response: the connection's end shuts only its sending side. Shutting
+/// both (as bde8ac8 first did) cut the read short, and the rest of the
+/// body the client sent after the response could draw a reset.
+#[test]
+fn a_read_under_way_on_an_apps_thread_gets_the_whole_body() {
+    let s = Server::start("stream:app", &["-w", "2"]);
+    let id = format!("thread-read-{}", crate::util::unique());
+    let size = 1 << 20;
+    let mut c = s.connect();
+    c.send(format!("POST /thread-read?id={id} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n").as_bytes());
+    c.send(&vec![b'a'; 16 * 1024]);
+    let r = c.read_response(false).expect("an answer");
+    assert_eq!((r.status, r.text().as_str()), (202, "accepted"));
+    c.send(&vec![b'b'; size - 16 * 1024]);
+    assert!(
+        s.poll_until(&format!("/closed?id={id}:read-{size}"), "yes", Duration::from_secs(10)),
+        "the app's thread did not get the whole body"
+    );
+}
