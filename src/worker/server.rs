@@ -434,6 +434,10 @@ struct Conn {
     /// The client may still be sending when the server closes (a body it
     /// did not read, a refused request): close with a linger.
     unread_input: bool,
+    /// A thread of the app's own still reads the body (it kept
+    /// `wsgi.input` past the request): what the client sends is its to
+    /// read, not the server's to drop.
+    input_elsewhere: bool,
     /// Closing: no more writes; what arrives is read and dropped until
     /// the client closes too, or [`LINGER`] passes.
     linger: bool,
@@ -1231,6 +1235,7 @@ fn accept(shared: &Shared, idx: usize, stash: Option<&Stash>) -> Option<Box<Conn
             registered: false,
             discard: None,
             unread_input: false,
+            input_elsewhere: false,
             linger: false,
             head: HeadIndex::default(),
         });
@@ -1306,7 +1311,9 @@ fn close_after_response(shared: &Shared, mut conn: Box<Conn>) {
     // Pipelined requests after one that ends the connection count too
     // (read already, or waiting in the socket): closing on them resets.
     let client_sent_more = conn.unread_input || !conn.buf.is_empty() || conn.sock.pending_bytes() > 0;
-    if !client_sent_more {
+    // Lingering reads and drops what comes: not while an app's thread
+    // reads the body (it would lose what the server dropped).
+    if !client_sent_more || conn.input_elsewhere {
         close_conn(shared, conn);
         return;
     }
@@ -1923,7 +1930,13 @@ fn serve(
     let outcome = shared.statics.run_app(py, &shared.app, environ, &call);
     // An app that kept wsgi.input busy on a thread of its own loses it; the
     // connection cannot be reused then.
-    let reader = input.try_borrow_mut().ok().and_then(|mut i| i.reader.take());
+    let reader = match input.try_borrow_mut() {
+        Ok(mut i) => i.reader.take(),
+        Err(_) => {
+            conn.input_elsewhere = true;
+            None
+        }
+    };
     let mut close = outcome.close || reader.is_none();
     if let Some(reader) = reader {
         if reader.is_done() {

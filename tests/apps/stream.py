@@ -37,13 +37,12 @@
                     records `X:raised` or `X:written`
     /write-then-read  write(b"early;"), then reads the body and returns
                     b"read:" + body
-    /thread-read?id=X  a thread of the app's own reads the whole body while
-                    the app answers 202 at once (after 0.5 s, for the thread
-                    to be inside its read); records `X:read-N`, N the bytes
-                    it read
+    /thread-read?id=X  a thread of the app's own reads the whole body, and
+                    the app answers 202 once that thread is inside its
+                    read; records `X:read-N`, N the bytes it read
     /thread-write?id=X  a thread of the app's own calls write() with 64 MiB
-                    and the app returns [] while it is inside it (it
-                    waits 0.5 s for that); records `X:written` or `X:failed`
+                    and the app returns [] once that thread is inside it;
+                    records `X:written` or `X:failed`
 """
 
 import threading
@@ -57,6 +56,19 @@ GATES_LOCK = threading.Lock()
 def gate(ident):
     with GATES_LOCK:
         return GATES.setdefault(ident, threading.Event())
+
+
+def until_busy(call, timeout=10):
+    """Calls `call` (a method of wsgi.input or write()) until it raises
+    because another thread is inside a call of the same object (pyo3's
+    "Already borrowed"), or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            call()
+        except RuntimeError:
+            return
+        time.sleep(0.005)
 
 
 def gated(ident):
@@ -251,8 +263,8 @@ def app(environ, start_response):
 
         threading.Thread(target=read_all, daemon=True).start()
         started.wait(10)
-        # Into its read, which waits for the rest of the body.
-        time.sleep(0.5)
+        # Until it is inside its read, which waits for the rest of the body.
+        until_busy(lambda: body.read(0))
         start_response("202 Accepted", text)
         return [b"accepted"]
     if path == "/thread-write":
@@ -269,8 +281,9 @@ def app(environ, start_response):
 
         threading.Thread(target=run, daemon=True).start()
         started.wait(10)
-        # Into its write, which the client (reading nothing) holds up.
-        time.sleep(0.5)
+        # Until it is inside its write, which the client (reading nothing)
+        # holds up.
+        until_busy(lambda: write(b""))
         return []
     if path == "/release":
         gate(ident).set()
