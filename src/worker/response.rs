@@ -197,8 +197,9 @@ impl Framed {
 /// released, after all that, so that the head and a whole body go out in
 /// one write with the other quick responses of a batch. If that Python
 /// takes long, another thread writes the piece meanwhile (see
-/// `Activity::release_stuck_stashes`): PEP 3333 forbids a server to delay
-/// a block while the app is busy with something else.
+/// `Activity::release_stuck_stashes`; with a single app thread, the
+/// timer's regular look): PEP 3333 forbids a server to delay a block
+/// while the app is busy with something else.
 ///
 /// One per app thread, filled and emptied by it within one request.
 #[derive(Default)]
@@ -255,7 +256,7 @@ impl Parked {
 
     /// Leaves `framed` here for the owner to take back, or for another
     /// thread to write if the owner is held up first. The caller then
-    /// makes sure a thread looks (see `Activity::guard`).
+    /// makes sure a thread looks (see `Activity::cover_parked`).
     fn park(&self, sock: Arc<ConnSocket>, framed: Framed) {
         *self.lock() = Some(Piece {
             sock,
