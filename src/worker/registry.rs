@@ -152,9 +152,8 @@ impl ConnSocket {
 
     /// Ends the sending side: the client gets its FIN after what is
     /// queued, and a write waiting on the socket fails.
-    pub fn shutdown_output(&self) {
-        // SAFETY: the fd is owned by self and open for as long as self lives.
-        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+    pub fn shutdown_output(&self) -> std::io::Result<()> {
+        nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write).map_err(std::io::Error::from)
     }
 
     fn shutdown_input(&self) {

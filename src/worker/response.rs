@@ -8,6 +8,7 @@
 //! writes itself.
 
 use std::io::{self, IoSlice};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -132,6 +133,13 @@ impl Framed {
             self.head = unsent;
         }
         Ok(())
+    }
+
+    /// Writes what `fd` takes now, after [`Framed::settle`] (never
+    /// waiting); returns the unsent rest, copied, for the caller to park.
+    pub fn write_or_park(&mut self, fd: BorrowedFd<'_>) -> io::Result<Option<Vec<u8>>> {
+        self.settle()?;
+        self.with_slices(|slices| write_or_park(fd, slices))
     }
 
     pub fn slices(&self) -> Vec<IoSlice<'_>> {
@@ -298,12 +306,7 @@ impl Parked {
         if !self.waiting.swap(false, Ordering::Relaxed) {
             return None;
         }
-        let fd = piece.sock.fd_borrow();
-        let written = piece
-            .framed
-            .settle()
-            .and_then(|()| piece.framed.with_slices(|slices| write_or_park(fd, slices)));
-        let rest = match written {
+        let rest = match piece.framed.write_or_park(piece.sock.fd_borrow()) {
             Ok(rest) => Framed::raw(rest.unwrap_or_default()),
             Err(_) => {
                 piece.failed = true;

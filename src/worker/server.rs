@@ -1072,10 +1072,7 @@ fn hand_back(shared: &Shared, tokens: std::collections::VecDeque<u64>) {
 /// Writes the last of a response; returns the connection if it has more to do now.
 fn finish_response(shared: &Shared, mut conn: Box<Conn>, last: Option<&mut Framed>, close: bool) -> Option<Box<Conn>> {
     if let Some(last) = last {
-        let written = last
-            .settle()
-            .and_then(|()| last.with_slices(|slices| write_or_park(conn.sock.fd_borrow(), slices)));
-        match written {
+        match last.write_or_park(conn.sock.fd_borrow()) {
             Ok(None) => {}
             Ok(Some(tail)) => {
                 conn.out = tail;
@@ -1293,7 +1290,7 @@ fn close_conn(shared: &Shared, mut conn: Box<Conn>) {
         // the client gets its FIN. Only the sending side: a wsgi.input read
         // on the app's thread goes on, and a client still sending its body
         // gets no reset for it (one could destroy the response unread).
-        conn.sock.shutdown_output();
+        let _ = conn.sock.shutdown_output();
     }
     drop(conn);
     shared.unpark_if_due(false);
@@ -1317,7 +1314,7 @@ fn close_after_response(shared: &Shared, mut conn: Box<Conn>) {
         close_conn(shared, conn);
         return;
     }
-    if nix::sys::socket::shutdown(conn.sock.fd.as_raw_fd(), nix::sys::socket::Shutdown::Write).is_err() {
+    if conn.sock.shutdown_output().is_err() {
         close_conn(shared, conn);
         return;
     }
